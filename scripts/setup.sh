@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up ./.venv with the project and its test tools. Idempotent; safe to run again.
+# PyTorch: a CPU wheel on this machine's disk is installed first where one is available,
+# so pip never pulls a multi-GB CUDA build onto a CPU-only machine. Elsewhere pip picks
+# whatever `torch>=2.3` resolves to (a CUDA build on Linux GPU machines).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip"
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  # --no-index --no-deps: only a local wheel (pip's configured find-links), without its
+  # dependencies, which the next line fetches; falls through when there is no local wheel.
+  if $PIP install --quiet --no-index --no-deps "torch==2.13.0" 2>/dev/null; then
+    $PIP install --quiet "torch==2.13.0"
+  else
+    $PIP install --quiet "torch>=2.3"
+  fi
+fi
+$PIP install --quiet -e ".[dev]"
+.venv/bin/python -c "import torch, trainer, orchestrator; print('ect: ready (torch', torch.__version__ + ')')"

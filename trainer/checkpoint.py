@@ -1,0 +1,78 @@
+"""Checkpoints: written atomically (temp file + rename), read with `torch.load(weights_only=True)`.
+
+A checkpoint is a dict of tensors and plain values only (no pickled code): the run's config as
+JSON, the step, the network, its EMAs, the optimizer, the RNG states and the compute counters.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "ect-checkpoint/1"
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weights file that cannot be used; the message names the file."""
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` to `path` so that a crash at any moment leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _load(path: Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle, code-carrying pickle refused by weights_only
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a loadable weights-only torch file ({first[:160]})") from None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load an ECT checkpoint written by `save_checkpoint`."""
+    state = _load(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an ECT checkpoint (expected format {FORMAT!r})")
+    return state
+
+
+def load_weights(path: Path, ema: str | None = None) -> dict[str, torch.Tensor]:
+    """Network weights from an ECT checkpoint (its EMA `ema`, default the first) or a plain state dict."""
+    state = _load(path)
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        return ema_weights(state, path, ema)
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return state
+    raise CheckpointError(f"{path}: neither an ECT checkpoint nor a state dict of tensors")
+
+
+def ema_weights(state: dict[str, Any], path: Path, ema: str | None = None) -> dict[str, torch.Tensor]:
+    """The state dict of EMA `ema` (default: the first) of a loaded checkpoint."""
+    emas = state["emas"]
+    name = ema or next(iter(emas))
+    if name not in emas:
+        raise CheckpointError(f"{path}: no EMA named {name!r} (has {sorted(emas)})")
+    return emas[name]

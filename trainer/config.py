@@ -1,0 +1,295 @@
+"""`TrainConfig`: every option of one ECT training run, and the single source of its defaults.
+
+The defaults follow the paper's CIFAR-10 recipe (Appendix C, Table 7) where one exists.
+Configs are plain YAML; unknown or ill-typed fields are rejected with the field path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, values are re-validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class DigitsData(Strict):
+    """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), optionally upsampled."""
+
+    name: Literal["digits"] = "digits"
+    resolution: Literal[8, 16, 32] = 8
+
+
+class SwissRollData(Strict):
+    """2-D swiss roll (scikit-learn's generator), scaled to roughly unit-σ_data spread."""
+
+    name: Literal["swissroll"] = "swissroll"
+    num_samples: int = Field(10_000, ge=16)
+    noise: float = Field(0.3, ge=0.0)
+    seed: int = 0
+
+
+class Cifar10Data(Strict):
+    """CIFAR-10 from the standard python-pickle batches: a directory or the .tar.gz."""
+
+    name: Literal["cifar10"] = "cifar10"
+    path: Path
+
+
+class ImageFolderData(Strict):
+    """A folder or EDM-style zip of PNG/JPEG images with an optional `dataset.json` of labels."""
+
+    name: Literal["image_folder"] = "image_folder"
+    path: Path
+
+
+DataConfig = Annotated[
+    Union[DigitsData, SwissRollData, Cifar10Data, ImageFolderData], Field(discriminator="name")
+]
+
+
+# --------------------------------------------------------------------------- networks
+
+
+class SongUNetConfig(Strict):
+    """DDPM++ (EDM's `SongUNet`). Defaults are a ~0.2 M-parameter CPU preset; see configs/ for paper scale."""
+
+    arch: Literal["songunet"] = "songunet"
+    model_channels: int = Field(16, ge=4)
+    channel_mult: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2], min_length=1)
+    channel_mult_emb: int = Field(4, ge=1)
+    channel_mult_noise: int = Field(1, ge=1)
+    num_blocks: int = Field(1, ge=1)
+    attn_resolutions: list[int] = Field(default_factory=list)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    label_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    conditional: bool = False
+    augment_dim: int = Field(0, ge=0)
+
+
+class MLPConfig(Strict):
+    """A residual MLP for 2-D toy data."""
+
+    arch: Literal["mlp"] = "mlp"
+    hidden: int = Field(128, ge=4)
+    depth: int = Field(3, ge=1)
+    emb_dim: int = Field(32, ge=2)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    conditional: bool = False
+
+    @field_validator("emb_dim")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError("must be even (sin/cos pairs)")
+        return v
+
+
+NetworkConfig = Annotated[Union[SongUNetConfig, MLPConfig], Field(discriminator="arch")]
+
+
+# --------------------------------------------------------------------------- ECT
+
+
+class PrecondConfig(Strict):
+    """EDM preconditioning (Karras et al. 2022, Table 1)."""
+
+    sigma_data: float = Field(0.5, gt=0.0)
+    sigma_min: float = Field(
+        0.003,
+        ge=0.0,
+        description="boundary time of the authors' CIFAR code: c_skip/c_out are shifted by it at sampling"
+        " so that f(x, sigma_min) = x",
+    )
+
+
+Weighting = Literal[
+    "uniform",  # 1
+    "inv_t",  # 1/t
+    "inv_delta_t",  # 1/(t - r)
+    "inv_t_plus_inv_sigma_data",  # 1/t + 1/sigma_d
+    "snr",  # 1/t^2
+    "snr_plus_one",  # 1/t^2 + 1
+    "edm",  # 1/t^2 + 1/sigma_d^2
+    "soft_min_snr",  # 1/(t^2 + sigma_d^2)
+]
+
+
+class ECTConfig(Strict):
+    """The ECT objective: noise distribution, mapping function r(t, iters), weightings (paper Eqs. 15-16)."""
+
+    mode: Literal["tuning", "pretraining"] = Field(
+        "tuning", description="tuning: stage a = ceil(iters/d) >= 1; pretraining: a = 0, i.e. r = 0 (diffusion)"
+    )
+    P_mean: float = -1.1
+    P_std: float = Field(2.0, gt=0.0)
+    q: float = Field(2.0, gt=1.0)
+    stages: int = Field(8, ge=1, description="number of stages; d = ceil(iterations / stages)")
+    k: float = Field(8.0, ge=0.0)
+    b: float = Field(1.0, gt=0.0)
+    weighting: Weighting = "inv_delta_t"
+    p: float = Field(0.5, ge=0.0, description="adaptive weighting exponent: w(D) = 1/(|D|^2 + c^2)^p")
+    c: float = Field(0.0, ge=0.0, description="adaptive weighting smoothing")
+
+
+# --------------------------------------------------------------------------- optimisation
+
+
+class OptimConfig(Strict):
+    name: Literal["radam", "adam"] = "radam"
+    lr: float = Field(1e-4, gt=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+    decay: Literal["constant", "inv_sqrt"] = Field(
+        "constant", description="inv_sqrt: lr / sqrt(max(iters / t_ref, 1)) (EDM2)"
+    )
+    t_ref: int = Field(2000, ge=1)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError("each beta must be in [0, 1)")
+        return v
+
+
+class ClassicEMAConfig(Strict):
+    """EMA with a fixed rate; `warmup` uses beta_i = min(beta, (1 + i) / (10 + i)) for short runs."""
+
+    kind: Literal["classic"] = "classic"
+    beta: float = Field(0.9999, ge=0.0, lt=1.0)
+    warmup: bool = False
+
+
+class PowerEMAConfig(Strict):
+    """EDM2's power-function EMA, one averaged model per relative standard deviation."""
+
+    kind: Literal["power"] = "power"
+    sigma_rels: list[Annotated[float, Field(gt=0.0, lt=0.28)]] = Field(
+        default_factory=lambda: [0.01, 0.05, 0.10], min_length=1
+    )
+
+
+EMAConfig = Annotated[Union[ClassicEMAConfig, PowerEMAConfig], Field(discriminator="kind")]
+
+
+class ScheduleConfig(Strict):
+    batch_size: int = Field(128, ge=1)
+    iterations: int = Field(100_000, ge=1)
+    log_interval: int = Field(100, ge=1)
+    eval_interval: int = Field(0, ge=0, description="0: evaluate at the end only (when eval.metric is set)")
+    checkpoint_interval: int = Field(0, ge=0, description="0: checkpoint at the end only")
+
+
+class SamplingConfig(Strict):
+    sigma_max: float = Field(80.0, gt=0.0)
+    mid_times: list[Annotated[float, Field(gt=0.0)]] = Field(
+        default_factory=lambda: [0.821], description="intermediate times for multistep consistency sampling"
+    )
+    heun_steps: int = Field(18, ge=2, description="EDM Heun sampler steps (2n - 1 NFE)")
+    heun_sigma_min: float = Field(0.002, gt=0.0)
+    rho: float = Field(7.0, gt=0.0)
+
+
+class EvalConfig(Strict):
+    """Evaluation during training: sample the EMA at each NFE and measure a distance to the data."""
+
+    metric: Literal["swd"] | None = Field(None, description="swd: sliced Wasserstein distance (2-D data)")
+    nfe: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2])
+    num_samples: int = Field(2000, ge=2)
+    seed: int = 0
+
+
+class TrainConfig(Strict):
+    """One ECT (or diffusion pretraining) run."""
+
+    data: DataConfig = Field(default_factory=DigitsData)
+    network: NetworkConfig = Field(default_factory=SongUNetConfig)
+    precond: PrecondConfig = Field(default_factory=PrecondConfig)
+    ect: ECTConfig = Field(default_factory=ECTConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    ema: EMAConfig = Field(default_factory=ClassicEMAConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    init: Path | None = Field(None, description="checkpoint or state dict whose weights initialise the network")
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (CUDA only)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("expected auto, cpu, cuda or cuda:N")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.eval.metric == "swd" and self.data.name != "swissroll":
+            raise ValueError("eval.metric 'swd' is for 2-D point data (data.name: swissroll)")
+        if (self.data.name == "swissroll") != (self.network.arch == "mlp"):
+            raise ValueError("network.arch must be 'mlp' for 2-D data (swissroll) and an image network otherwise")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.model_validate(json.loads(text))
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; its message is one line per problem, naming file and field."""
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per error: `source: dotted.field.path: message`."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_yaml(path: Path) -> dict:
+    """Read a YAML mapping; a missing file or a YAML syntax error becomes a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: Path) -> TrainConfig:
+    """Load and validate a TrainConfig YAML file."""
+    raw = load_yaml(path)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(path))) from None

@@ -1,0 +1,272 @@
+"""Datasets for ECT training, loaded whole into memory as float32 tensors in [-1, 1].
+
+`load_dataset(cfg)` turns one of the `trainer.config` data configs into a `Dataset`. Every
+problem with the files on disk becomes a one-line `DataError` naming the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import io
+import json
+import pickle
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SWISSROLL_SCALE = 15.0
+"""Swiss-roll coordinates span about [-10, 13]; dividing by this constant gives a per-axis std of
+about 0.45, close to sigma_data = 0.5. It is fixed, not data-dependent, so every seed has the same scale."""
+
+CIFAR_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_SUBDIR = "cifar-10-batches-py"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# PIL mode -> the mode we store: 1 channel ("L") or 3 ("RGB"); alpha is dropped.
+_MODES = {"L": "L", "1": "L", "LA": "L", "RGB": "RGB", "RGBA": "RGB", "P": "RGB", "PA": "RGB", "CMYK": "RGB"}
+
+
+class DataError(ValueError):
+    """A dataset that cannot be loaded; message is one line naming the file/path and what was expected."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A whole dataset in memory: `x` is float32 in [-1, 1], images [N, C, H, W] or points [N, 2]."""
+
+    x: torch.Tensor
+    labels: torch.Tensor | None
+    num_classes: int
+    name: str
+
+    @property
+    def kind(self) -> str:
+        """"image" for [N, C, H, W] data, "points" otherwise."""
+        return "image" if self.x.ndim == 4 else "points"
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def load_dataset(cfg: Any) -> Dataset:
+    """Load the dataset described by a `DigitsData`, `SwissRollData`, `Cifar10Data` or `ImageFolderData`."""
+    loaders = {"digits": _digits, "swissroll": _swissroll, "cifar10": _cifar10, "image_folder": _image_folder}
+    if cfg.name not in loaders:
+        raise DataError(f"unknown dataset {cfg.name!r} (expected one of {', '.join(loaders)})")
+    return loaders[cfg.name](cfg)
+
+
+def _digits(cfg: Any) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (values 0..16), bilinearly upsampled to `cfg.resolution`."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images).float().unsqueeze(1) / 16.0 * 2.0 - 1.0
+    if cfg.resolution != x.shape[-1]:
+        x = F.interpolate(x, size=(cfg.resolution, cfg.resolution), mode="bilinear", align_corners=False)
+        x = x.clamp(-1.0, 1.0)
+    return Dataset(x.contiguous(), torch.from_numpy(d.target).long(), 10, "digits")
+
+
+def _swissroll(cfg: Any) -> Dataset:
+    """The 2-D swiss roll (columns 0 and 2 of scikit-learn's 3-D one), divided by `SWISSROLL_SCALE`."""
+    from sklearn.datasets import make_swiss_roll
+
+    pts, _ = make_swiss_roll(n_samples=cfg.num_samples, noise=cfg.noise, random_state=cfg.seed)
+    x = torch.from_numpy(pts[:, [0, 2]] / SWISSROLL_SCALE).float()
+    return Dataset(x, None, 0, "swissroll")
+
+
+def _existing(path: Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: dataset path not found (data.path)")
+    return path
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+
+def _numpy_reconstructors() -> dict[str, Any]:
+    """The only globals a CIFAR-10 batch references, resolved from numpy itself (1.x and 2.x spellings)."""
+    reconstruct = np.zeros(0).__reduce__()[0]
+    frombuffer = np.zeros(1, np.uint8).__reduce_ex__(5)[0]  # protocol-5 pickles (Python 3.14's default)
+    allowed = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[f"{core}.multiarray._reconstruct"] = reconstruct
+        allowed[f"{core}.numeric._frombuffer"] = frombuffer
+    allowed["_codecs.encode"] = codecs.encode  # protocol <= 2 pickles of bytes from Python 3
+    return allowed
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that can build numpy arrays and plain containers, and nothing else."""
+
+    _allowed = _numpy_reconstructors()
+
+    def __init__(self, file: IO[bytes], source: str) -> None:
+        super().__init__(file, encoding="bytes")
+        self._source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        obj = self._allowed.get(f"{module}.{name}")
+        if obj is None:
+            raise DataError(f"{self._source}: refuses to unpickle {module}.{name}: not a CIFAR-10 batch")
+        return obj
+
+
+def _read_batch(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Unpickle and validate one batch: data uint8 [n, 3072] (CHW) and labels int [n] in 0..9."""
+    try:
+        batch = _BatchUnpickler(io.BytesIO(raw), source).load()
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{source}: corrupt or truncated CIFAR-10 batch pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{source}: expected a pickled dict with b'data' and b'labels', got {type(batch).__name__}")
+    data, labels = batch.get(b"data", batch.get("data")), batch.get(b"labels", batch.get("labels"))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        got = f"{data.dtype} {list(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{source}: expected b'data' as a uint8 array [n, 3072], got {got}")
+    labels = np.asarray(labels) if isinstance(labels, (list, tuple, np.ndarray)) else None
+    n = data.shape[0]
+    if labels is None or labels.shape != (n,) or (n and not np.issubdtype(labels.dtype, np.integer)):
+        raise DataError(f"{source}: expected b'labels' as {n} integers (one per image)")
+    if n and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{source}: labels must be in 0..9, got {labels.min()}..{labels.max()}")
+    return data, labels.astype(np.int64)
+
+
+def _cifar_raw_batches(path: Path) -> list[tuple[bytes, str]]:
+    """The raw bytes of the five training batches, from a directory or (without extracting) a tarball."""
+    if path.is_dir():
+        nested = not (path / CIFAR_BATCHES[0]).exists() and (path / CIFAR_SUBDIR).is_dir()
+        root = path / CIFAR_SUBDIR if nested else path
+        missing = [b for b in CIFAR_BATCHES if not (root / b).is_file()]
+        if missing:
+            raise DataError(f"{root}: missing CIFAR-10 batch file(s) {', '.join(missing)} (expected data_batch_1..5)")
+        return [((root / b).read_bytes(), str(root / b)) for b in CIFAR_BATCHES]
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            # Only exact expected names are read, so absolute or '..' members are never touched.
+            members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+            out = []
+            for b in CIFAR_BATCHES:
+                m = members.get(f"{CIFAR_SUBDIR}/{b}", members.get(b))
+                if m is None:
+                    raise DataError(f"{path}: archive has no member {CIFAR_SUBDIR}/{b} (expected data_batch_1..5)")
+                out.append((tar.extractfile(m).read(), f"{path}:{m.name}"))
+            return out
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: not a readable CIFAR-10 .tar.gz archive ({type(e).__name__}: {e})") from None
+
+
+def _cifar10(cfg: Any) -> Dataset:
+    """CIFAR-10's 50k training images from the python-pickle batches, x = uint8 / 127.5 - 1."""
+    batches = [_read_batch(raw, src) for raw, src in _cifar_raw_batches(_existing(cfg.path))]
+    data = np.concatenate([d for d, _ in batches]).reshape(-1, 3, 32, 32)
+    if data.shape[0] == 0:
+        raise DataError(f"{cfg.path}: the CIFAR-10 batches hold no images")
+    x = torch.from_numpy(data).float() / 127.5 - 1.0
+    return Dataset(x, torch.from_numpy(np.concatenate([lab for _, lab in batches])), 10, "cifar10")
+
+
+# --------------------------------------------------------------------------- image folder / zip
+
+
+def _folder_files(path: Path) -> tuple[dict[str, bytes], bytes | None]:
+    """Raw bytes of every image, keyed and sorted by relative posix path, plus the raw dataset.json if any."""
+    try:
+        if path.is_dir():
+            return _pick({p.relative_to(path).as_posix(): p.read_bytes for p in path.rglob("*") if p.is_file()})
+        with zipfile.ZipFile(path) as zf:
+            return _pick({n: functools.partial(zf.read, n) for n in zf.namelist() if not n.endswith("/")})
+    except Exception as e:
+        raise DataError(f"{path}: expected a directory or a readable .zip of images ({type(e).__name__}: {e})") from None
+
+
+def _pick(listing: dict[str, Callable[[], bytes]]) -> tuple[dict[str, bytes], bytes | None]:
+    """Read the image files (by extension, case-insensitive) and dataset.json out of a file listing."""
+    names = sorted(k for k in listing if PurePosixPath(k).suffix.lower() in IMAGE_EXTENSIONS)
+    meta = listing.get("dataset.json")
+    return {k: listing[k]() for k in names}, None if meta is None else meta()
+
+
+def _decode(raw: bytes, source: str) -> np.ndarray:
+    """Decode one image to uint8 [H, W, C] with C = 1 (grayscale) or 3 (RGB)."""
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(raw))
+        img.load()
+    except Exception as e:
+        raise DataError(f"{source}: cannot decode image ({type(e).__name__}: {e})") from None
+    if img.mode not in _MODES:
+        raise DataError(f"{source}: unsupported image mode {img.mode} (expected grayscale or RGB)")
+    arr = np.asarray(img.convert(_MODES[img.mode]), dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _folder_labels(meta: bytes, source: str, names: list[str]) -> np.ndarray | None:
+    """Labels from EDM's dataset.json `{"labels": [[path, int], ...] | null}`, one per image in `names`."""
+    expected = 'expected {"labels": [["relative/path.png", int], ...]} or {"labels": null}'
+    try:
+        doc = json.loads(meta)
+    except ValueError as e:
+        raise DataError(f"{source}: invalid JSON ({e}); {expected}") from None
+    if not isinstance(doc, dict) or "labels" not in doc:
+        raise DataError(f"{source}: malformed dataset.json, {expected}")
+    table = doc["labels"]
+    if table is None:
+        return None
+    ok = isinstance(table, list) and all(
+        isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
+        and isinstance(e[1], int) and not isinstance(e[1], bool) and e[1] >= 0
+        for e in table
+    )
+    if not ok:
+        raise DataError(f"{source}: malformed dataset.json, {expected} with labels >= 0")
+    lookup = dict(table)
+    unlabelled = [n for n in names if n not in lookup]
+    if unlabelled:
+        raise DataError(f"{source}: no label for image {unlabelled[0]} (every image needs one)")
+    return np.array([lookup[n] for n in names], dtype=np.int64)
+
+
+def _image_folder(cfg: Any) -> Dataset:
+    """A directory or EDM-style zip of same-size square PNG/JPEG images, optionally labelled."""
+    path = _existing(cfg.path)
+    images, meta = _folder_files(path)
+    if not images:
+        raise DataError(f"{path}: no images found (expected {', '.join(IMAGE_EXTENSIONS)} files)")
+    arrays = []
+    for rel, raw in images.items():
+        src = f"{path}/{rel}"
+        arr = _decode(raw, src)
+        if not arrays:
+            h, w, c = arr.shape
+            if h != w or h < 4 or h & (h - 1):
+                raise DataError(f"{src}: images must be square with a power-of-two side >= 4, got {w}x{h}")
+        elif arr.shape != arrays[0].shape:
+            got, want = arr.shape, arrays[0].shape
+            raise DataError(f"{src}: {got[1]}x{got[0]} with {got[2]} channel(s), expected {want[1]}x{want[0]}"
+                            f" with {want[2]} like the first image")
+        arrays.append(arr)
+    labels = None if meta is None else _folder_labels(meta, f"{path}/dataset.json", list(images))
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().contiguous() / 127.5 - 1.0
+    if labels is None:
+        return Dataset(x, None, 0, cfg.name)
+    return Dataset(x, torch.from_numpy(labels), int(labels.max()) + 1, cfg.name)

@@ -1,0 +1,253 @@
+"""`train()`: one ECT or diffusion-pretraining run, from a TrainConfig to a checkpoint.
+
+The loop knows nothing of Ray, the store or the CLI; it reports through a `Reporter`.
+A run directory holds one rolling `checkpoint.pt`; calling `train()` again on the same directory
+resumes from it (same config required) and continues the same schedule bit for bit on a CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, ema_weights, load_checkpoint, load_weights, save_checkpoint
+from .config import TrainConfig
+from .data import Dataset, load_dataset
+from .ect import ect_loss, stage
+from .ema import EMA
+from .flops import TUNING_BUDGET_IMAGES, forward_flops_per_sample, step_flops
+from .metrics import sliced_wasserstein
+from .networks import build_network
+from .optim import learning_rate, make_optimizer, set_learning_rate
+from .precond import Precond
+from .reporter import NullReporter, Reporter
+from .sampling import consistency_sample
+
+
+@dataclass
+class TrainResult:
+    status: Literal["completed", "diverged"]
+    step: int  # completed iterations (for a diverged run: the step whose loss or gradient was non-finite)
+    images_seen: int
+    train_flops: float
+    flops_per_sample: int
+    checkpoint: Path | None
+    final_loss: float | None
+    message: str = ""
+
+    @property
+    def normalized_compute(self) -> float:
+        """Training compute in the paper's unit: multiples of 12.8 M tuning images."""
+        return self.images_seen / TUNING_BUDGET_IMAGES
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when available; asking for CUDA on a machine without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device: {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def build_model(cfg: TrainConfig, sample_shape: tuple[int, ...], num_classes: int) -> Precond:
+    """The preconditioned network f_theta for this config and data shape (on the CPU)."""
+    label_dim = num_classes if cfg.network.conditional else 0
+    backbone = build_network(cfg.network, sample_shape=sample_shape, num_classes=num_classes)
+    return Precond(backbone, cfg.precond.sigma_data, cfg.precond.sigma_min, label_dim)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    if cfg.precision == "bf16":
+        if device.type == "cuda":
+            return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        warnings.warn("precision: bf16 autocast is applied on CUDA only; this CPU run uses fp32", stacklevel=3)
+    return contextlib.nullcontext
+
+
+class _Run:
+    """The mutable state of one run: model, EMA, optimizer, RNGs and counters."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, data: Dataset, device: torch.device):
+        self.cfg, self.run_dir, self.data, self.device = cfg, run_dir, data, device
+        torch.manual_seed(cfg.seed)
+        self.net = build_model(cfg, data.sample_shape, data.num_classes).to(device).train()
+        if cfg.init is not None:
+            _load_init(self.net, cfg.init)
+        self.ema = EMA(self.net, cfg.ema)
+        self.opt = make_optimizer(self.net.parameters(), cfg.optim)
+        self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step = 0
+        self.images_seen = 0
+        self.train_flops = 0.0
+        self.x = data.x.to(device)
+        self.labels = data.labels.to(device) if data.labels is not None and self.net.label_dim else None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = torch.randint(len(self.data), (self.cfg.schedule.batch_size,), generator=self.data_gen).to(self.device)
+        return self.x[idx], (self.labels[idx] if self.labels is not None else None)
+
+    def state(self) -> dict:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return {
+            "config": self.cfg.to_json(),
+            "data_info": {"sample_shape": list(self.data.sample_shape), "num_classes": self.data.num_classes},
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "train_flops": self.train_flops,
+            "net": self.net.state_dict(),
+            "emas": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "rng": {"cpu": torch.get_rng_state(), "cuda": cuda, "data": self.data_gen.get_state()},
+        }
+
+    def restore(self, state: dict) -> None:
+        if state["config"] != self.cfg.to_json():
+            raise CheckpointError(
+                f"{self.checkpoint_path}: holds a run with a different config; use another run directory"
+            )
+        self.net.load_state_dict(state["net"])
+        self.ema.load_state_dict(state["emas"])
+        self.opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if state["rng"]["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.data_gen.set_state(state["rng"]["data"])
+        self.step = int(state["step"])
+        self.images_seen = int(state["images_seen"])
+        self.train_flops = float(state["train_flops"])
+
+    def save(self, reporter: Reporter) -> Path:
+        save_checkpoint(self.checkpoint_path, self.state())
+        reporter.checkpoint(self.step, self.checkpoint_path)
+        return self.checkpoint_path
+
+
+def _load_init(net: Precond, path: Path) -> None:
+    """Initialise from a checkpoint's EMA or a state dict of the preconditioned network."""
+    weights = load_weights(path)
+    result = net.load_state_dict(weights, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path}: weights do not match the network (missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]})"
+        )
+
+
+def _grad_norm(net: torch.nn.Module) -> torch.Tensor:
+    norms = [p.grad.detach().norm() for p in net.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+def evaluate(run: _Run, reporter: Reporter) -> dict[int, float]:
+    """Sample the first EMA at each requested NFE and report the configured distance to the data."""
+    cfg = run.cfg.eval
+    if cfg.metric is None:
+        return {}
+    model = run.ema.first()
+    gen = torch.Generator(device=run.device).manual_seed(cfg.seed)
+    ref_idx = torch.randperm(len(run.data), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.num_samples]
+    reference = run.data.x[ref_idx]
+    results = {}
+    for nfe in cfg.nfe:
+        labels = None
+        if model.label_dim:
+            labels = torch.randint(model.label_dim, (cfg.num_samples,), generator=gen, device=run.device)
+        shape = (cfg.num_samples, *run.data.sample_shape)
+        samples = consistency_sample(model, shape, nfe, run.cfg.sampling, gen, labels, run.device)
+        value = sliced_wasserstein(samples, reference, seed=cfg.seed)
+        reporter.evaluation(run.step, nfe, cfg.metric, value, extractor="points", num_samples=cfg.num_samples)
+        results[nfe] = value
+    return results
+
+
+def _due(step: int, interval: int, total: int) -> bool:
+    return step == total or (interval > 0 and step % interval == 0)
+
+
+def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter | None = None, resume: bool = True) -> TrainResult:
+    """Train until `cfg.schedule.iterations`, resuming from `run_dir/checkpoint.pt` when present.
+
+    A non-finite loss or gradient stops the run with status "diverged" (no optimizer step is taken
+    with it and the last good checkpoint is kept).
+    """
+    reporter = reporter or NullReporter()
+    run_dir = Path(run_dir)
+    data = load_dataset(cfg.data)  # fails before any training work on a bad dataset
+    device = resolve_device(cfg.device)
+    autocast = _autocast(cfg, device)
+    run = _Run(cfg, run_dir, data, device)
+    if resume and run.checkpoint_path.exists():
+        run.restore(load_checkpoint(run.checkpoint_path))
+    flops_per_sample = forward_flops_per_sample(run.net, data.sample_shape, device)
+    total = cfg.schedule.iterations
+    sched = cfg.schedule
+    loss_value: float | None = None
+    t0, images_at_t0 = time.perf_counter(), run.images_seen
+
+    def result(status: str, step: int, message: str = "") -> TrainResult:
+        ckpt = run.checkpoint_path if run.checkpoint_path.exists() else None
+        return TrainResult(status, step, run.images_seen, run.train_flops, flops_per_sample, ckpt, loss_value, message)
+
+    while run.step < total:
+        it = run.step
+        set_learning_rate(run.opt, learning_rate(cfg.optim, it))
+        x0, labels = run.batch()
+        a = stage(it, cfg.ect, total)
+        out = ect_loss(run.net, x0, labels, a, cfg.ect, autocast)
+        run.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = _grad_norm(run.net)
+        if not (torch.isfinite(out.loss) and torch.isfinite(grad_norm)):
+            what = "loss" if not torch.isfinite(out.loss) else "gradient"
+            msg = f"non-finite {what} at step {it + 1} (loss {out.loss.item():.4g}, grad norm {grad_norm.item():.4g})"
+            reporter.metrics(it + 1, {"diverged": 1.0})
+            return result("diverged", it + 1, msg)
+        run.opt.step()
+        run.ema.update(run.net, it)
+        run.step += 1
+        run.images_seen += x0.shape[0]
+        run.train_flops += step_flops(x0.shape[0], flops_per_sample, out.target_pass)
+
+        if _due(run.step, sched.log_interval, total):
+            loss_value = out.loss.item()
+            elapsed = time.perf_counter() - t0
+            reporter.metrics(run.step, {
+                "loss": loss_value,
+                "grad_norm": grad_norm.item(),
+                "lr": learning_rate(cfg.optim, it),
+                "stage": float(a),
+                "mean_r_over_t": (out.r / out.t).mean().item(),
+                "images_per_s": (run.images_seen - images_at_t0) / max(elapsed, 1e-9),
+                "train_flops": run.train_flops,
+            })
+        if cfg.eval.metric is not None and _due(run.step, sched.eval_interval, total):
+            evaluate(run, reporter)
+        if _due(run.step, sched.checkpoint_interval, total):
+            run.save(reporter)
+    if not run.checkpoint_path.exists():
+        run.save(reporter)
+    return result("completed", run.step)
+
+
+def load_model(path: Path, ema: str | None = None, device: str = "cpu") -> tuple[Precond, TrainConfig, tuple[int, ...]]:
+    """Rebuild a checkpoint's network with its EMA weights (eval mode) for sampling: (net, config, sample shape)."""
+    state = load_checkpoint(path)
+    cfg = TrainConfig.from_json(state["config"])
+    shape = tuple(int(s) for s in state["data_info"]["sample_shape"])
+    net = build_model(cfg, shape, int(state["data_info"]["num_classes"]))
+    net.load_state_dict(ema_weights(state, path, ema))
+    return net.to(device).eval().requires_grad_(False), cfg, shape
+
+
