@@ -77,7 +77,7 @@ def _check_cifar(d: Dataset) -> None:
     assert d.x.shape == (20, 3, 32, 32) and d.kind == "image" and d.num_classes == 10
     assert d.x[:, 0, 0, 0].eq(-1.0).all() and d.x[:, 2, 31, 31].eq(1.0).all()
     assert torch.allclose(d.x[:, 1, 0, 0], torch.tensor(7 / 127.5 - 1.0))
-    assert d.x[5, 0, 0, 1].item() == pytest.approx(20 / 127.5 - 1.0)  # batch 2, image 0
+    assert d.x[4, 0, 0, 1].item() == pytest.approx(20 / 127.5 - 1.0)  # batch 2, image 0
     assert d.labels is not None and d.labels.tolist()[:8] == [1, 2, 3, 4, 2, 3, 4, 5]
 
 

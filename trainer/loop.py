@@ -19,7 +19,7 @@ import torch
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, ema_weights, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig
 from .data import Dataset, load_dataset
-from .ect import ect_loss, stage
+from .ect import LossOutput, ect_loss, stage
 from .ema import EMA
 from .flops import TUNING_BUDGET_IMAGES, forward_flops_per_sample, step_flops
 from .metrics import sliced_wasserstein
@@ -60,7 +60,7 @@ def resolve_device(name: str) -> torch.device:
 def build_model(cfg: TrainConfig, sample_shape: tuple[int, ...], num_classes: int) -> Precond:
     """The preconditioned network f_theta for this config and data shape (on the CPU)."""
     label_dim = num_classes if cfg.network.conditional else 0
-    backbone = build_network(cfg.network, sample_shape=sample_shape, num_classes=num_classes)
+    backbone = build_network(cfg.network, sample_shape=sample_shape, label_dim=num_classes)
     return Precond(backbone, cfg.precond.sigma_data, cfg.precond.sigma_min, label_dim)
 
 
@@ -72,11 +72,12 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> Callable[[], contextlib
     return contextlib.nullcontext
 
 
-class _Run:
+class RunState:
     """The mutable state of one run: model, EMA, optimizer, RNGs and counters."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, data: Dataset, device: torch.device):
         self.cfg, self.run_dir, self.data, self.device = cfg, run_dir, data, device
+        self.autocast = _autocast(cfg, device)
         torch.manual_seed(cfg.seed)
         self.net = build_model(cfg, data.sample_shape, data.num_classes).to(device).train()
         if cfg.init is not None:
@@ -89,6 +90,7 @@ class _Run:
         self.train_flops = 0.0
         self.x = data.x.to(device)
         self.labels = data.labels.to(device) if data.labels is not None and self.net.label_dim else None
+        self.flops_per_sample = forward_flops_per_sample(self.net, data.sample_shape, device)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -128,10 +130,38 @@ class _Run:
         self.images_seen = int(state["images_seen"])
         self.train_flops = float(state["train_flops"])
 
+    def advance(self) -> StepOutput:
+        """One training iteration. On a non-finite loss or gradient, nothing is updated."""
+        it, total = self.step, self.cfg.schedule.iterations
+        lr = learning_rate(self.cfg.optim, it)
+        set_learning_rate(self.opt, lr)
+        x0, labels = self.batch()
+        a = stage(it, self.cfg.ect, total)
+        out = ect_loss(self.net, x0, labels, a, self.cfg.ect, self.autocast)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = _grad_norm(self.net)
+        finite = bool(torch.isfinite(out.loss) and torch.isfinite(grad_norm))
+        if finite:
+            self.opt.step()
+            self.ema.update(self.net, it)
+            self.step += 1
+            self.images_seen += x0.shape[0]
+            self.train_flops += step_flops(x0.shape[0], self.flops_per_sample, out.target_pass)
+        return StepOutput(out, grad_norm, lr, finite)
+
     def save(self, reporter: Reporter) -> Path:
         save_checkpoint(self.checkpoint_path, self.state())
         reporter.checkpoint(self.step, self.checkpoint_path)
         return self.checkpoint_path
+
+
+@dataclass
+class StepOutput:
+    loss: LossOutput
+    grad_norm: torch.Tensor
+    lr: float
+    finite: bool
 
 
 def _load_init(net: Precond, path: Path) -> None:
@@ -150,7 +180,7 @@ def _grad_norm(net: torch.nn.Module) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
 
 
-def evaluate(run: _Run, reporter: Reporter) -> dict[int, float]:
+def evaluate(run: RunState, reporter: Reporter) -> dict[int, float]:
     """Sample the first EMA at each requested NFE and report the configured distance to the data."""
     cfg = run.cfg.eval
     if cfg.metric is None:
@@ -183,52 +213,37 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter | None = None, res
     with it and the last good checkpoint is kept).
     """
     reporter = reporter or NullReporter()
-    run_dir = Path(run_dir)
     data = load_dataset(cfg.data)  # fails before any training work on a bad dataset
-    device = resolve_device(cfg.device)
-    autocast = _autocast(cfg, device)
-    run = _Run(cfg, run_dir, data, device)
+    run = RunState(cfg, Path(run_dir), data, resolve_device(cfg.device))
     if resume and run.checkpoint_path.exists():
         run.restore(load_checkpoint(run.checkpoint_path))
-    flops_per_sample = forward_flops_per_sample(run.net, data.sample_shape, device)
-    total = cfg.schedule.iterations
-    sched = cfg.schedule
+    total, sched = cfg.schedule.iterations, cfg.schedule
     loss_value: float | None = None
     t0, images_at_t0 = time.perf_counter(), run.images_seen
 
     def result(status: str, step: int, message: str = "") -> TrainResult:
         ckpt = run.checkpoint_path if run.checkpoint_path.exists() else None
-        return TrainResult(status, step, run.images_seen, run.train_flops, flops_per_sample, ckpt, loss_value, message)
+        return TrainResult(
+            status, step, run.images_seen, run.train_flops, run.flops_per_sample, ckpt, loss_value, message
+        )
 
     while run.step < total:
-        it = run.step
-        set_learning_rate(run.opt, learning_rate(cfg.optim, it))
-        x0, labels = run.batch()
-        a = stage(it, cfg.ect, total)
-        out = ect_loss(run.net, x0, labels, a, cfg.ect, autocast)
-        run.opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        grad_norm = _grad_norm(run.net)
-        if not (torch.isfinite(out.loss) and torch.isfinite(grad_norm)):
-            what = "loss" if not torch.isfinite(out.loss) else "gradient"
-            msg = f"non-finite {what} at step {it + 1} (loss {out.loss.item():.4g}, grad norm {grad_norm.item():.4g})"
-            reporter.metrics(it + 1, {"diverged": 1.0})
-            return result("diverged", it + 1, msg)
-        run.opt.step()
-        run.ema.update(run.net, it)
-        run.step += 1
-        run.images_seen += x0.shape[0]
-        run.train_flops += step_flops(x0.shape[0], flops_per_sample, out.target_pass)
-
+        s = run.advance()
+        if not s.finite:
+            what = "loss" if not torch.isfinite(s.loss.loss) else "gradient"
+            step = run.step + 1
+            msg = f"non-finite {what} at step {step} (loss {s.loss.loss.item():.4g}, grad norm {s.grad_norm.item():.4g})"
+            reporter.metrics(step, {"diverged": 1.0})
+            return result("diverged", step, msg)
         if _due(run.step, sched.log_interval, total):
-            loss_value = out.loss.item()
+            loss_value = s.loss.loss.item()
             elapsed = time.perf_counter() - t0
             reporter.metrics(run.step, {
                 "loss": loss_value,
-                "grad_norm": grad_norm.item(),
-                "lr": learning_rate(cfg.optim, it),
-                "stage": float(a),
-                "mean_r_over_t": (out.r / out.t).mean().item(),
+                "grad_norm": s.grad_norm.item(),
+                "lr": s.lr,
+                "stage": float(s.loss.stage),
+                "mean_r_over_t": (s.loss.r / s.loss.t).mean().item(),
                 "images_per_s": (run.images_seen - images_at_t0) / max(elapsed, 1e-9),
                 "train_flops": run.train_flops,
             })
@@ -236,8 +251,6 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter | None = None, res
             evaluate(run, reporter)
         if _due(run.step, sched.checkpoint_interval, total):
             run.save(reporter)
-    if not run.checkpoint_path.exists():
-        run.save(reporter)
     return result("completed", run.step)
 
 

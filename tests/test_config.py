@@ -1,0 +1,71 @@
+"""TrainConfig: YAML loading, defaults, and one-line errors that name the field path."""
+
+from pathlib import Path
+
+import pytest
+
+from trainer.config import ConfigError, TrainConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_follow_the_cifar_recipe():
+    cfg = TrainConfig()
+    assert (cfg.ect.q, cfg.ect.stages, cfg.ect.k, cfg.ect.b) == (2.0, 8, 8.0, 1.0)
+    assert (cfg.ect.weighting, cfg.ect.p, cfg.ect.c) == ("inv_delta_t", 0.5, 0.0)
+    assert (cfg.ect.P_mean, cfg.ect.P_std) == (-1.1, 2.0)
+    assert (cfg.optim.name, cfg.optim.lr) == ("radam", 1e-4)
+    assert cfg.ema.beta == 0.9999 and cfg.sampling.mid_times == [0.821] and cfg.precond.sigma_data == 0.5
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs" / "mini").glob("*.yaml")))
+def test_shipped_configs_load(name):
+    cfg = load_config(REPO / "configs" / "mini" / name)
+    assert cfg.schedule.iterations > 0
+
+
+def test_round_trip_json():
+    cfg = TrainConfig.model_validate({"ect": {"q": 4, "weighting": "edm"}, "ema": {"kind": "power"}})
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("ect: {q: 0.5}\n", "cfg.yaml: ect.q: Input should be greater than 1"),
+        ("ect: {weighting: cosine}\n", "cfg.yaml: ect.weighting: Input should be"),
+        ("schedule: {batch_size: -4}\n", "cfg.yaml: schedule.batch_size: Input should be greater than or equal to 1"),
+        ("network: {arch: songunet, dropout: 1.0}\n", "cfg.yaml: network.songunet.dropout"),
+        ("optim: {lr: fast}\n", "cfg.yaml: optim.lr: Input should be a valid number"),
+        ("ect: {qq: 2}\n", "cfg.yaml: ect.qq: unknown field"),
+        ("learning_rate: 1\n", "cfg.yaml: learning_rate: unknown field"),
+        ("data: {name: mnist}\n", "cfg.yaml: data: Input tag 'mnist' found using 'name' does not match"),
+        ("device: tpu\n", "cfg.yaml: device: Value error, expected auto, cpu, cuda or cuda:N"),
+        ("ect: [1, 2\n", "cfg.yaml: line"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("data: {name: swissroll}\n", "network.arch must be 'mlp'"),
+    ],
+)
+def test_bad_configs_name_the_field(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert needle in str(e.value)
+    assert all(line.count("\n") == 0 for line in str(e.value).splitlines())
+
+
+def test_every_error_reported_at_once(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "ect: {q: 0}\noptim: {lr: -1}\n"))
+    lines = str(e.value).splitlines()
+    assert len(lines) == 2 and "ect.q" in lines[0] and "optim.lr" in lines[1]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
