@@ -87,7 +87,13 @@ def _swissroll(cfg: Any) -> Dataset:
     return Dataset(x, None, 0, "swissroll")
 
 
+def _why(e: BaseException) -> str:
+    """An exception as one short line, for embedding in a DataError message."""
+    return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+
+
 def _existing(path: Path) -> Path:
+    """`path` as a Path, or a DataError if it does not exist."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: dataset path not found (data.path)")
@@ -131,8 +137,8 @@ def _read_batch(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
         batch = _BatchUnpickler(io.BytesIO(raw), source).load()
     except DataError:
         raise
-    except Exception as e:
-        raise DataError(f"{source}: corrupt or truncated CIFAR-10 batch pickle ({type(e).__name__}: {e})") from None
+    except Exception as e:  # truncated or corrupt pickles raise almost any exception type
+        raise DataError(f"{source}: corrupt or truncated CIFAR-10 batch pickle ({_why(e)})") from None
     if not isinstance(batch, dict):
         raise DataError(f"{source}: expected a pickled dict with b'data' and b'labels', got {type(batch).__name__}")
     data, labels = batch.get(b"data", batch.get("data")), batch.get(b"labels", batch.get("labels"))
@@ -153,9 +159,9 @@ def _cifar_raw_batches(path: Path) -> list[tuple[bytes, str]]:
     if path.is_dir():
         nested = not (path / CIFAR_BATCHES[0]).exists() and (path / CIFAR_SUBDIR).is_dir()
         root = path / CIFAR_SUBDIR if nested else path
-        missing = [b for b in CIFAR_BATCHES if not (root / b).is_file()]
+        missing = ", ".join(b for b in CIFAR_BATCHES if not (root / b).is_file())
         if missing:
-            raise DataError(f"{root}: missing CIFAR-10 batch file(s) {', '.join(missing)} (expected data_batch_1..5)")
+            raise DataError(f"{root}: missing CIFAR-10 batch file(s) {missing} (expected data_batch_1..5)")
         return [((root / b).read_bytes(), str(root / b)) for b in CIFAR_BATCHES]
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -171,7 +177,7 @@ def _cifar_raw_batches(path: Path) -> list[tuple[bytes, str]]:
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"{path}: not a readable CIFAR-10 .tar.gz archive ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: not a readable CIFAR-10 .tar.gz archive ({_why(e)})") from None
 
 
 def _cifar10(cfg: Any) -> Dataset:
@@ -180,7 +186,7 @@ def _cifar10(cfg: Any) -> Dataset:
     data = np.concatenate([d for d, _ in batches]).reshape(-1, 3, 32, 32)
     if data.shape[0] == 0:
         raise DataError(f"{cfg.path}: the CIFAR-10 batches hold no images")
-    x = torch.from_numpy(data).float() / 127.5 - 1.0
+    x = torch.from_numpy(data).float().div_(127.5).sub_(1.0)
     return Dataset(x, torch.from_numpy(np.concatenate([lab for _, lab in batches])), 10, "cifar10")
 
 
@@ -195,7 +201,7 @@ def _folder_files(path: Path) -> tuple[dict[str, bytes], bytes | None]:
         with zipfile.ZipFile(path) as zf:
             return _pick({n: functools.partial(zf.read, n) for n in zf.namelist() if not n.endswith("/")})
     except Exception as e:
-        raise DataError(f"{path}: expected a directory or a readable .zip of images ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: expected a directory or a readable .zip of images ({_why(e)})") from None
 
 
 def _pick(listing: dict[str, Callable[[], bytes]]) -> tuple[dict[str, bytes], bytes | None]:
@@ -213,7 +219,7 @@ def _decode(raw: bytes, source: str) -> np.ndarray:
         img = Image.open(io.BytesIO(raw))
         img.load()
     except Exception as e:
-        raise DataError(f"{source}: cannot decode image ({type(e).__name__}: {e})") from None
+        raise DataError(f"{source}: cannot decode image ({_why(e)})") from None
     if img.mode not in _MODES:
         raise DataError(f"{source}: unsupported image mode {img.mode} (expected grayscale or RGB)")
     arr = np.asarray(img.convert(_MODES[img.mode]), dtype=np.uint8)
@@ -257,16 +263,14 @@ def _image_folder(cfg: Any) -> Dataset:
         src = f"{path}/{rel}"
         arr = _decode(raw, src)
         if not arrays:
-            h, w, c = arr.shape
+            h, w, _ = arr.shape
             if h != w or h < 4 or h & (h - 1):
                 raise DataError(f"{src}: images must be square with a power-of-two side >= 4, got {w}x{h}")
         elif arr.shape != arrays[0].shape:
-            got, want = arr.shape, arrays[0].shape
-            raise DataError(f"{src}: {got[1]}x{got[0]} with {got[2]} channel(s), expected {want[1]}x{want[0]}"
-                            f" with {want[2]} like the first image")
+            (h, w, c), (h0, w0, c0) = arr.shape, arrays[0].shape
+            raise DataError(f"{src}: {w}x{h} with {c} channel(s), expected {w0}x{h0} with {c0} like the first image")
         arrays.append(arr)
     labels = None if meta is None else _folder_labels(meta, f"{path}/dataset.json", list(images))
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().contiguous() / 127.5 - 1.0
-    if labels is None:
-        return Dataset(x, None, 0, cfg.name)
-    return Dataset(x, torch.from_numpy(labels), int(labels.max()) + 1, cfg.name)
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().contiguous().div_(127.5).sub_(1.0)
+    num_classes = 0 if labels is None else int(labels.max()) + 1
+    return Dataset(x, None if labels is None else torch.from_numpy(labels), num_classes, cfg.name)
