@@ -49,11 +49,12 @@ def _clean_errors() -> Iterator[None]:
 @app.command("train")
 def train_cmd(
     config: Path = typer.Argument(..., help="TrainConfig YAML file (see configs/)."),
-    out_dir: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run directory for the checkpoint."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory for the checkpoint [default: runs/CONFIG-NAME]."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from OUT/checkpoint.pt if present, or start over."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Train one ECT (or diffusion pretraining) run with a progress bar; resumes from its checkpoint."""
+    out_dir = out_dir or Path("runs") / config.stem
     with _clean_errors():
         cfg = load_config(config)
         if not resume:

@@ -10,16 +10,18 @@ import torch
 from PIL import Image
 
 
-def save_image_grid(images: torch.Tensor, path: Path, scale: int = 1) -> Path:
-    """Tile [N, C, H, W] images in [-1, 1] into a near-square grid and write it as an image file."""
+def save_image_grid(images: torch.Tensor, path: Path, scale: int = 1, pad: int = 1) -> Path:
+    """Tile [N, C, H, W] images in [-1, 1] into a near-square grid (mid-grey gaps of `pad` pixels)
+    and write it as an image file, each pixel enlarged `scale` times."""
     n, c, h, w = images.shape
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     arr = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
+    grid = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), 128, dtype=np.uint8)
     for i in range(n):
         r, col = divmod(i, cols)
-        grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = arr[i].transpose(1, 2, 0)
+        y, x = r * (h + pad), col * (w + pad)
+        grid[y : y + h, x : x + w] = arr[i].transpose(1, 2, 0)
     img = Image.fromarray(grid[..., 0] if c == 1 else grid, mode="L" if c == 1 else "RGB")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

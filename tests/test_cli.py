@@ -57,7 +57,7 @@ def test_sample_scatter_and_grid(tmp_path):
                                   "--out", str(tmp_path / name), *extra])
         assert res.exit_code == 0, res.output
         with Image.open(tmp_path / name) as im:
-            assert im.mode == "L" and im.size == (4 * 8 * 8, 4 * 8 * 8)  # 4x4 grid of 8x8, scaled 8x
+            assert im.mode == "L" and im.size == ((4 * 9 - 1) * 8,) * 2  # 4x4 grid of 8x8 with 1-px gaps, scaled 8x
     assert "NFE 35" in runner.invoke(app, ["sample", str(tmp_path / "dig" / "checkpoint.pt"), "--heun", "--num",
                                            "4", "--out", str(tmp_path / "h.png")]).stdout
 

@@ -241,3 +241,13 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         load_dataset(ImageFolderData(path=tmp_path / "missing.zip"))
     assert "\n" not in str(info.value) and str(tmp_path / "missing.zip") in str(info.value)
+
+
+def test_image_zip_skips_macos_metadata(tmp_path: Path) -> None:
+    zpath = tmp_path / "ds.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("a/img0.png", _png(Image.new("L", (8, 8), 255)))
+        zf.writestr("__MACOSX/a/._img0.png", b"\x00\x05\x16\x07 not an image")
+        zf.writestr("a/._img1.png", b"resource fork")
+    d = load_dataset(ImageFolderData(path=zpath))
+    assert len(d) == 1 and torch.equal(d.x, torch.ones(1, 1, 8, 8))

@@ -206,9 +206,15 @@ def _folder_files(path: Path) -> tuple[dict[str, bytes], bytes | None]:
 
 def _pick(listing: dict[str, Callable[[], bytes]]) -> tuple[dict[str, bytes], bytes | None]:
     """Read the image files (by extension, case-insensitive) and dataset.json out of a file listing."""
-    names = sorted(k for k in listing if PurePosixPath(k).suffix.lower() in IMAGE_EXTENSIONS)
+    names = sorted(k for k in listing if PurePosixPath(k).suffix.lower() in IMAGE_EXTENSIONS and not _junk(k))
     meta = listing.get("dataset.json")
     return {k: listing[k]() for k in names}, None if meta is None else meta()
+
+
+def _junk(name: str) -> bool:
+    """macOS archive metadata (`__MACOSX/`, `._name`) and hidden files: never images of the dataset."""
+    parts = PurePosixPath(name).parts
+    return any(p == "__MACOSX" or p.startswith(".") for p in parts)
 
 
 def _decode(raw: bytes, source: str) -> np.ndarray:
