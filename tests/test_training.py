@@ -192,3 +192,25 @@ def test_evaluate_uses_the_ema_in_eval_mode(tmp_path):
     run = RunState(cfg, tmp_path, load_dataset(cfg.data), torch.device("cpu"))
     run.restore(load_checkpoint(result.checkpoint))
     assert evaluate(run, RecordingReporter()) == evaluate(run, RecordingReporter())
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path):
+    """Micro-batches of 4 accumulate to the gradient of the mean loss over the batch of 16."""
+    grads = {}
+    for micro in (None, 4):
+        cfg = digits_config(network={"arch": "songunet", "model_channels": 8, "channel_mult": [1, 2], "dropout": 0.0},
+                            schedule={"batch_size": 16, "iterations": 12, "batch_per_device": micro})
+        run = RunState(cfg, tmp_path / str(micro), load_dataset(cfg.data), torch.device("cpu"))
+        torch.manual_seed(0)
+        x0, labels = run.batch()
+        run.opt.zero_grad()
+        out = run._accumulate(x0, labels, a=2)
+        grads[micro] = (out.loss.item(), [p.grad.clone() for p in run.net.parameters()])
+    assert grads[None][0] == pytest.approx(grads[4][0], rel=1e-5)
+    for g_full, g_micro in zip(grads[None][1], grads[4][1]):
+        assert torch.allclose(g_full, g_micro, rtol=1e-4, atol=1e-7)
+
+
+def test_batch_per_device_must_divide_the_batch():
+    with pytest.raises(ValueError, match="must divide schedule.batch_size"):
+        digits_config(schedule={"batch_size": 16, "iterations": 2, "batch_per_device": 5})

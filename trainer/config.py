@@ -95,7 +95,26 @@ class MLPConfig(Strict):
         return v
 
 
-NetworkConfig = Annotated[Union[SongUNetConfig, MLPConfig], Field(discriminator="arch")]
+class EDM2Config(Strict):
+    """EDM2's magnitude-preserving UNet (Karras et al. 2024), ImageNet-64 layout.
+
+    Defaults are EDM2-S (192 channels); M/L/XL set model_channels 256/320/384 (see configs/paper/).
+    Dropout acts only in blocks at resolutions <= dropout_res, as in the ECT paper.
+    """
+
+    arch: Literal["edm2"] = "edm2"
+    model_channels: int = Field(192, ge=8)
+    channel_mult: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2, 3, 4], min_length=1)
+    num_blocks: int = Field(3, ge=1)
+    attn_resolutions: list[int] = Field(default_factory=lambda: [16, 8])
+    label_balance: float = Field(0.5, ge=0.0, le=1.0)
+    concat_balance: float = Field(0.5, ge=0.0, le=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout_res: int = Field(16, ge=1, description="apply dropout only at resolutions <= this")
+    conditional: bool = False
+
+
+NetworkConfig = Annotated[Union[SongUNetConfig, MLPConfig, EDM2Config], Field(discriminator="arch")]
 
 
 # --------------------------------------------------------------------------- ECT
@@ -185,10 +204,21 @@ EMAConfig = Annotated[Union[ClassicEMAConfig, PowerEMAConfig], Field(discriminat
 
 class ScheduleConfig(Strict):
     batch_size: int = Field(128, ge=1)
+    batch_per_device: int | None = Field(
+        None, ge=1, description="micro-batch per forward; gradients are accumulated up to batch_size"
+    )
     iterations: int = Field(100_000, ge=1)
     log_interval: int = Field(100, ge=1)
     eval_interval: int = Field(0, ge=0, description="0: evaluate at the end only (when eval.metric is set)")
     checkpoint_interval: int = Field(0, ge=0, description="0: checkpoint at the end only")
+
+
+class GPUConfig(Strict):
+    """Speed options that act on CUDA only; on a CPU each is a no-op."""
+
+    channels_last: bool = Field(False, description="channels_last memory format for image networks")
+    tf32: bool = Field(True, description="TF32 matmuls and convolutions on Ampere and newer")
+    compile: bool = Field(False, description="torch.compile the network for training steps")
 
 
 class SamplingConfig(Strict):
@@ -220,6 +250,7 @@ class TrainConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     ema: EMAConfig = Field(default_factory=ClassicEMAConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    gpu: GPUConfig = Field(default_factory=GPUConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     init: Path | None = Field(None, description="checkpoint or state dict whose weights initialise the network")
@@ -238,6 +269,9 @@ class TrainConfig(Strict):
     def _consistent(self) -> "TrainConfig":
         if self.eval.metric == "swd" and self.data.name != "swissroll":
             raise ValueError("eval.metric 'swd' is for 2-D point data (data.name: swissroll)")
+        b, micro = self.schedule.batch_size, self.schedule.batch_per_device
+        if micro is not None and b % micro:
+            raise ValueError(f"schedule.batch_per_device ({micro}) must divide schedule.batch_size ({b})")
         if (self.data.name == "swissroll") != (self.network.arch == "mlp"):
             raise ValueError("network.arch must be 'mlp' for 2-D data (swissroll) and an image network otherwise")
         return self

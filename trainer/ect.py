@@ -98,6 +98,12 @@ class LossOutput:
     target_pass: bool  # whether the no-grad target forward ran (it does not when r = 0 everywhere)
 
 
+def draw_noise(x0: torch.Tensor, cfg: ECTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """t ~ LogNormal(P_mean, P_std) per sample, and one eps shared by x_t and x_r."""
+    t = (torch.randn(x0.shape[0], device=x0.device) * cfg.P_std + cfg.P_mean).exp()
+    return t, torch.randn_like(x0)
+
+
 def ect_loss(
     net: Precond,
     x0: torch.Tensor,
@@ -105,13 +111,12 @@ def ect_loss(
     a: int,
     cfg: ECTConfig,
     autocast: Callable[[], object] | None = None,
+    noise: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> LossOutput:
-    """One ECT minibatch loss at stage a (Algorithm 1)."""
-    n = x0.shape[0]
-    shape = (n,) + (1,) * (x0.ndim - 1)
-    t = (torch.randn(n, device=x0.device) * cfg.P_std + cfg.P_mean).exp()
+    """One ECT minibatch loss at stage a (Algorithm 1); `noise` = (t, eps) drawn by `draw_noise` if not given."""
+    shape = (x0.shape[0],) + (1,) * (x0.ndim - 1)
+    t, eps = noise if noise is not None else draw_noise(x0, cfg)
     r = mapping_r(t, a, cfg.q, cfg.k, cfg.b)
-    eps = torch.randn_like(x0)  # one eps shared by x_t and x_r
     x_t = x0 + t.reshape(shape) * eps
     x_r = x0 + r.reshape(shape) * eps
 

@@ -19,7 +19,7 @@ import torch
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, ema_weights, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig
 from .data import Dataset, load_dataset
-from .ect import LossOutput, ect_loss, stage
+from .ect import LossOutput, draw_noise, ect_loss, stage
 from .ema import EMA
 from .flops import TUNING_BUDGET_IMAGES, forward_flops_per_sample, step_flops
 from .metrics import sliced_wasserstein
@@ -72,6 +72,26 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> Callable[[], contextlib
     return contextlib.nullcontext
 
 
+def _speed_options(cfg: TrainConfig, device: torch.device, net: Precond, images: bool) -> torch.nn.Module:
+    """Apply the CUDA-only options (TF32, channels_last, torch.compile); return the module to train with.
+
+    torch.compile runs with inductor's `fallback_random`, so dropout draws the same numbers as eager
+    mode and the ECT target pass can replay the x_t pass's masks by restoring the RNG state.
+    """
+    if device.type != "cuda":
+        return net
+    torch.backends.cuda.matmul.allow_tf32 = cfg.gpu.tf32
+    torch.backends.cudnn.allow_tf32 = cfg.gpu.tf32
+    if cfg.gpu.channels_last and images:
+        net.to(memory_format=torch.channels_last)
+    if cfg.gpu.compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fallback_random = True
+        return torch.compile(net)
+    return net
+
+
 class RunState:
     """The mutable state of one run: model, EMA, optimizer, RNGs and counters."""
 
@@ -82,6 +102,8 @@ class RunState:
         self.net = build_model(cfg, data.sample_shape, data.num_classes).to(device).train()
         if cfg.init is not None:
             _load_init(self.net, cfg.init)
+        self.channels_last = device.type == "cuda" and cfg.gpu.channels_last and data.kind == "image"
+        self.train_net = _speed_options(cfg, device, self.net, data.kind == "image")
         self.ema = EMA(self.net, cfg.ema)
         self.opt = make_optimizer(self.net.parameters(), cfg.optim)
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -98,7 +120,10 @@ class RunState:
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = torch.randint(len(self.data), (self.cfg.schedule.batch_size,), generator=self.data_gen).to(self.device)
-        return self.x[idx], (self.labels[idx] if self.labels is not None else None)
+        x = self.x[idx]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, (self.labels[idx] if self.labels is not None else None)
 
     def state(self) -> dict:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
@@ -137,9 +162,8 @@ class RunState:
         set_learning_rate(self.opt, lr)
         x0, labels = self.batch()
         a = stage(it, self.cfg.ect, total)
-        out = ect_loss(self.net, x0, labels, a, self.cfg.ect, self.autocast)
         self.opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        out = self._accumulate(x0, labels, a)
         grad_norm = _grad_norm(self.net)
         finite = bool(torch.isfinite(out.loss) and torch.isfinite(grad_norm))
         if finite:
@@ -149,6 +173,26 @@ class RunState:
             self.images_seen += x0.shape[0]
             self.train_flops += step_flops(x0.shape[0], self.flops_per_sample, out.target_pass)
         return StepOutput(out, grad_norm, lr, finite)
+
+    def _accumulate(self, x0: torch.Tensor, labels: torch.Tensor | None, a: int) -> LossOutput:
+        """Forward and backward over micro-batches of `schedule.batch_per_device`, gradients summed
+        so that they equal those of the mean loss over the whole batch."""
+        micro = self.cfg.schedule.batch_per_device or x0.shape[0]
+        t, eps = draw_noise(x0, self.cfg.ect)  # drawn for the whole batch: results do not depend on `micro`
+        parts = []
+        for start in range(0, x0.shape[0], micro):
+            sl = slice(start, start + micro)
+            lab = None if labels is None else labels[sl]
+            out = ect_loss(self.train_net, x0[sl], lab, a, self.cfg.ect, self.autocast, (t[sl], eps[sl]))
+            (out.loss * (out.per_sample.shape[0] / x0.shape[0])).backward()
+            parts.append(out)
+        if len(parts) == 1:
+            return parts[0]
+        per_sample = torch.cat([p.per_sample for p in parts])
+        return LossOutput(
+            per_sample.mean(), per_sample, torch.cat([p.t for p in parts]), torch.cat([p.r for p in parts]),
+            a, any(p.target_pass for p in parts),
+        )
 
     def save(self, reporter: Reporter) -> Path:
         save_checkpoint(self.checkpoint_path, self.state())
