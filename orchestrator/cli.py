@@ -15,7 +15,10 @@ from rich.table import Table
 from trainer.checkpoint import CheckpointError
 from trainer.config import ConfigError, load_config
 from trainer.data import DataError
-from trainer.loop import load_model, resolve_device, train
+from trainer.checkpoint import save_state_dict
+from trainer.importer import ARCHS, import_weights
+from trainer.loop import load_model, meta_model, resolve_device, train
+from trainer.precond import Precond
 from trainer.sampling import consistency_sample, heun_sample, nfe_of
 
 from .console import ProgressReporter
@@ -82,6 +85,28 @@ def train_cmd(
     if result.status != "completed":
         err.print(f"[red]error:[/] run {result.status}: {result.message}")
         raise typer.Exit(RUNTIME)
+
+
+@app.command("import-weights")
+def import_weights_cmd(
+    src: Path = typer.Argument(..., help="EDM/EDM2 weights: a state-dict file, or NVIDIA's .pkl snapshot (needs --trust-pickle)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help=f"Target network: {', '.join(ARCHS)}."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Or: the network of this TrainConfig YAML."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Output state dict (use it as `init:` in a config)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow reading a .pkl snapshot (pickles can run code; the embedded source is never executed, only tensors are read)."),
+) -> None:
+    """Convert published EDM / EDM2 weights into a weights-only state dict for `init:`, reporting key mismatches."""
+    with _clean_errors():
+        if (arch is None) == (config is None):
+            raise ConfigError("import-weights: give exactly one of --arch or --config")
+        target: str | Precond = arch if arch is not None else meta_model(load_config(config))
+        state, report = import_weights(src, target, trust_pickle=trust_pickle)
+        for line in report.lines():
+            out.print(line, highlight=False)
+        if not report.ok:
+            raise CheckpointError(f"{src}: keys do not match the target network (see above); nothing written")
+        save_state_dict(out_path, state)
+    out.print(f"wrote {len(state)} tensors to {out_path}")
 
 
 @app.command("sample")

@@ -21,13 +21,22 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to `path` so that a crash at any moment leaves the previous file intact."""
-    path = Path(path)
+    """Write an ECT checkpoint so that a crash at any moment leaves the previous file intact."""
+    _atomic_save(Path(path), {"format": FORMAT, **state})
+
+
+def save_state_dict(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Write a plain state dict of tensors (e.g. imported weights), atomically."""
+    _atomic_save(Path(path), dict(state))
+
+
+def _atomic_save(path: Path, obj: Any) -> None:
+    """torch.save to a temp file in the same directory, fsync, then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

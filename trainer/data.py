@@ -280,3 +280,15 @@ def _image_folder(cfg: Any) -> Dataset:
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().contiguous().div_(127.5).sub_(1.0)
     num_classes = 0 if labels is None else int(labels.max()) + 1
     return Dataset(x, None if labels is None else torch.from_numpy(labels), num_classes, cfg.name)
+
+
+def data_shape(cfg: Any) -> tuple[tuple[int, ...], int]:
+    """(sample shape, number of classes) of a dataset config; only an image folder has to be read for it."""
+    if cfg.name == "digits":
+        return (1, cfg.resolution, cfg.resolution), 10
+    if cfg.name == "swissroll":
+        return (2,), 0
+    if cfg.name == "cifar10":
+        return (3, 32, 32), 10
+    d = load_dataset(cfg)
+    return d.sample_shape, d.num_classes

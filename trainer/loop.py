@@ -18,7 +18,7 @@ import torch
 
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, ema_weights, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig
-from .data import Dataset, load_dataset
+from .data import Dataset, data_shape, load_dataset
 from .ect import LossOutput, draw_noise, ect_loss, stage
 from .ema import EMA
 from .flops import TUNING_BUDGET_IMAGES, forward_flops_per_sample, step_flops
@@ -62,6 +62,13 @@ def build_model(cfg: TrainConfig, sample_shape: tuple[int, ...], num_classes: in
     label_dim = num_classes if cfg.network.conditional else 0
     backbone = build_network(cfg.network, sample_shape=sample_shape, label_dim=num_classes)
     return Precond(backbone, cfg.precond.sigma_data, cfg.precond.sigma_min, label_dim)
+
+
+def meta_model(cfg: TrainConfig) -> Precond:
+    """The network of a config on the meta device (names and shapes only), without loading its data."""
+    shape, labels = data_shape(cfg.data)
+    with torch.device("meta"):
+        return build_model(cfg, shape, labels)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
