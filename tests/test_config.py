@@ -24,10 +24,25 @@ def test_defaults_follow_the_cifar_recipe():
     assert cfg.ema.beta == 0.9999 and cfg.sampling.mid_times == [0.821] and cfg.precond.sigma_data == 0.5
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs" / "mini").glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")))
 def test_shipped_configs_load(name):
-    cfg = load_config(REPO / "configs" / "mini" / name)
+    cfg = load_config(REPO / name)
     assert cfg.schedule.iterations > 0
+
+
+def test_paper_configs_follow_table_7():
+    paper = REPO / "configs" / "paper"
+    cifar = load_config(paper / "cifar10_ect.yaml")
+    assert (cifar.ect.q, cifar.ect.stages, cifar.ect.weighting, cifar.ect.c) == (2, 8, "inv_delta_t", 0.0)
+    assert (cifar.optim.name, cifar.optim.lr, cifar.ema.beta, cifar.schedule.iterations) == ("radam", 1e-4, 0.9999, 100_000)
+    hour = load_config(paper / "cifar10_1gpu_hour.yaml")
+    assert (hour.ect.q, hour.ect.stages, hour.ema.beta, hour.schedule.iterations) == (256, 1, 0.9993, 8000)
+    for size, ch, drop, lr in (("s", 192, 0.4, 1e-3), ("m", 256, 0.5, 9e-4), ("l", 320, 0.5, 8e-4), ("xl", 384, 0.5, 7e-4)):
+        c = load_config(paper / f"imagenet64_ecm_{size}.yaml")
+        assert (c.network.model_channels, c.network.dropout, c.optim.lr) == (ch, drop, lr)
+        assert (c.ect.q, c.ect.stages, c.ect.weighting, c.ect.c, c.ect.P_mean, c.ect.P_std) == (4, 4, "edm", 0.06, -0.8, 1.6)
+        assert (c.optim.betas, c.optim.decay, c.optim.t_ref) == ((0.9, 0.99), "inv_sqrt", 2000)
+        assert c.ema.sigma_rels == [0.01, 0.05, 0.10] and c.sampling.mid_times == [1.526]
 
 
 def test_round_trip_json():
