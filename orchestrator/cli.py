@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from trainer.checkpoint import CheckpointError
 from trainer.config import ConfigError, load_config
-from trainer.data import DataError
 from trainer.checkpoint import save_state_dict
 from trainer.importer import ARCHS, import_weights
 from trainer.loop import load_model, meta_model, resolve_device, train
 from trainer.precond import Precond
 from trainer.sampling import consistency_sample, heun_sample, nfe_of
 
+from . import cli_runs, cli_study
+from .common import RUNTIME, clean_errors, err, out
 from .console import ProgressReporter
 from .images import save_image_grid, save_scatter
 
@@ -30,25 +29,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-out = Console()
-
-USAGE, RUNTIME = 2, 1
-
-
-@contextmanager
-def _clean_errors() -> Iterator[None]:
-    """Turn the project's expected errors into one line on stderr and a non-zero exit code."""
-    try:
-        yield
-    except ConfigError as e:
-        err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(USAGE)
-    except (DataError, CheckpointError, RuntimeError, ValueError) as e:
-        err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(RUNTIME)
-
-
+app.add_typer(cli_study.app, name="study")
+app.add_typer(cli_runs.app, name="runs")
 @app.command("train")
 def train_cmd(
     config: Path = typer.Argument(..., help="TrainConfig YAML file (see configs/)."),
@@ -58,7 +40,7 @@ def train_cmd(
 ) -> None:
     """Train one ECT (or diffusion pretraining) run with a progress bar; resumes from its checkpoint."""
     out_dir = out_dir or Path("runs") / config.stem
-    with _clean_errors():
+    with clean_errors():
         cfg = load_config(config)
         if not resume:
             (out_dir / "checkpoint.pt").unlink(missing_ok=True)
@@ -96,7 +78,7 @@ def import_weights_cmd(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow reading a .pkl snapshot (pickles can run code; the embedded source is never executed, only tensors are read)."),
 ) -> None:
     """Convert published EDM / EDM2 weights into a weights-only state dict for `init:`, reporting key mismatches."""
-    with _clean_errors():
+    with clean_errors():
         if (arch is None) == (config is None):
             raise ConfigError("import-weights: give exactly one of --arch or --config")
         target: str | Precond = arch if arch is not None else meta_model(load_config(config))
@@ -122,7 +104,7 @@ def sample_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Draw samples from a checkpoint's EMA and write an image grid or a scatter plot."""
-    with _clean_errors():
+    with clean_errors():
         dev = resolve_device(device)
         net, cfg, sample_shape = load_model(checkpoint, ema, str(dev))
         gen = torch.Generator(device=dev).manual_seed(seed)

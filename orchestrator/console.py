@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -55,3 +57,44 @@ class ProgressReporter:
     def checkpoint(self, step: int, path: Path) -> None:
         self._show()
         self.progress.update(self.task, completed=step)
+
+
+class LiveRuns:
+    """A live table of a study's runs: status, step, loss, images/s and ETA, redrawn as reports arrive."""
+
+    def __init__(self, store: Any, runs: list[Any], console: Console):
+        from rich.live import Live
+
+        self.rows: dict[str, dict[str, Any]] = {}
+        for r in runs:
+            rec = store.run(r.run_id)
+            self.rows[r.run_id] = {"label": r.label, "status": rec.status, "step": rec.step,
+                                   "total": r.config.schedule.iterations, "batch": r.config.schedule.batch_size}
+        self.live = Live(self._table(), console=console, refresh_per_second=4, transient=False)
+
+    def __enter__(self) -> "LiveRuns":
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.update(self._table())
+        self.live.stop()
+
+    def update(self, run_id: str, info: dict[str, Any]) -> None:
+        self.rows[run_id].update(info)
+        self.live.update(self._table())
+
+    def _table(self) -> Table:
+        table = Table(title="runs")
+        for col in ("label", "status", "step", "loss", "img/s", "ETA"):
+            table.add_column(col)
+        for row in self.rows.values():
+            speed = row.get("images_per_s")
+            remaining = (row["total"] - row["step"]) * row["batch"] / speed if speed else None
+            table.add_row(
+                row["label"], row["status"], f"{row['step']}/{row['total']}",
+                f"{row['loss']:.4g}" if "loss" in row else "-",
+                f"{speed:.0f}" if speed else "-",
+                f"{remaining:.0f}s" if remaining is not None and row["status"] == "running" else "-",
+            )
+        return table

@@ -56,7 +56,7 @@ def test_round_trip_json():
         ("ect: {q: 0.5}\n", "cfg.yaml: ect.q: Input should be greater than 1"),
         ("ect: {weighting: cosine}\n", "cfg.yaml: ect.weighting: Input should be"),
         ("schedule: {batch_size: -4}\n", "cfg.yaml: schedule.batch_size: Input should be greater than or equal to 1"),
-        ("network: {arch: songunet, dropout: 1.0}\n", "cfg.yaml: network.songunet.dropout"),
+        ("network: {arch: songunet, dropout: 1.0}\n", "cfg.yaml: network.dropout: Input should be less than 1"),
         ("optim: {lr: fast}\n", "cfg.yaml: optim.lr: Input should be a valid number"),
         ("ect: {qq: 2}\n", "cfg.yaml: ect.qq: unknown field"),
         ("learning_rate: 1\n", "cfg.yaml: learning_rate: unknown field"),

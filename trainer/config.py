@@ -288,18 +288,32 @@ class ConfigError(ValueError):
     """A config file that cannot be used; its message is one line per problem, naming file and field."""
 
 
+def error_message(e: dict) -> str:
+    """The message of one pydantic error, with the offending value where it is a scalar."""
+    if e["type"] == "extra_forbidden":
+        return "unknown field"
+    if "input" in e and e["type"] != "missing" and not isinstance(e["input"], (dict, list)):
+        return f"{e['msg']} (got {e['input']!r})"
+    return e["msg"]
+
+
+TAGGED_SECTIONS = ("data", "network", "ema")
+
+
+def error_path(loc: tuple) -> str:
+    """Dotted path of an error location as a user writes it: pydantic's union tag is dropped
+    (`network.mlp.dropout` -> `network.dropout`)."""
+    parts = list(loc)
+    for i, part in enumerate(parts):
+        if part in TAGGED_SECTIONS and i + 2 < len(parts):
+            del parts[i + 1]
+            break
+    return ".".join(str(p) for p in parts) or "(top level)"
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line per error: `source: dotted.field.path: message`."""
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
-            msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"{source}: {loc}: {msg}")
-    return "\n".join(lines)
+    return "\n".join(f"{source}: {error_path(e['loc'])}: {error_message(e)}" for e in err.errors())
 
 
 def load_yaml(path: Path) -> dict:

@@ -1,0 +1,41 @@
+"""Shared pieces of the CLI: consoles, the --db / --storage options, opening the store, clean errors."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+
+from trainer.checkpoint import CheckpointError
+from trainer.config import ConfigError
+from trainer.data import DataError
+
+from .query import FilterError
+from .store import Store, StoreError, database_url
+
+err = Console(stderr=True)
+out = Console()
+USAGE, RUNTIME = 2, 1
+
+DB_OPTION = typer.Option(None, "--db", help="Store: an SQLAlchemy URL or an SQLite file path [default: $ECT_DB, else ./ect.db].")
+STORAGE_OPTION = typer.Option(Path("ect-store"), "--storage", help="Root of run directories and checkpoints; on a multi-node cluster, a path every node sees.")
+
+
+def open_store(db: Optional[str], create: bool = True) -> Store:
+    return Store(database_url(db), create=create)
+
+
+@contextmanager
+def clean_errors() -> Iterator[None]:
+    """Turn the project's expected errors into one line per problem on stderr and a non-zero exit code."""
+    try:
+        yield
+    except (ConfigError, FilterError) as e:
+        err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(USAGE)
+    except (DataError, CheckpointError, StoreError, RuntimeError, ValueError) as e:
+        err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(RUNTIME)

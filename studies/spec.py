@@ -1,0 +1,267 @@
+"""`StudySpec`: a declared study, and `expand()` into `RunSpec`s with content-hash run ids.
+
+A study is a base `TrainConfig`, variants (labelled overrides and/or a grid over dotted config
+paths), optional diffusion pretraining whose checkpoint initialises the tuning runs, seeds,
+per-run resources and evaluations. Run ids hash the resolved config (and the run it starts from),
+so submitting a study twice runs nothing new and a run shared by two studies is trained once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainer.config import ConfigError, TrainConfig, error_message, error_path
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def check_name(value: str, what: str = "name") -> str:
+    """Names become directory names: letters, digits, '_', '-', '.', no leading dot, at most 64."""
+    if not NAME_RE.match(value) or ".." in value:
+        raise ValueError(f"{what} {value!r}: use letters, digits, '_', '-' and '.' (no '..', no leading dot)")
+    return value
+
+
+class Variant(Strict):
+    """A labelled set of overrides of the base config, by dotted path (e.g. `ect.q: 4`)."""
+
+    label: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        return check_name(v, "variant label")
+
+
+class Pretrain(Strict):
+    """Diffusion pretraining (ECT stage a = 0) whose final EMA initialises every tuning run."""
+
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class Resources(Strict):
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+
+
+class StudySpec(Strict):
+    name: str
+    description: str = ""
+    kind: Literal["compute_scaling", "model_size", "ablation", "custom"] = "custom"
+    base: TrainConfig = Field(default_factory=TrainConfig)
+    variants: list[Variant] = Field(default_factory=list)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    pretrain: Pretrain | None = None
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    resources: Resources = Field(default_factory=Resources)
+    max_failures: int = Field(2, ge=0, description="retries of a failed run, each from its last checkpoint")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "study name")
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> "StudySpec":
+        labels = [v.label for v in self.variants]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"variant labels must be unique, repeated: {dupes}")
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid.{key}: needs at least one value")
+        return self
+
+
+class RunSpec(BaseModel):
+    """One training run of a study, fully resolved."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    study: str
+    label: str
+    role: Literal["pretrain", "tune", "run"]
+    config: TrainConfig
+    params: dict[str, Any]  # the values this run varies (variant overrides, grid axes, seed)
+    depends_on: str | None = None  # run id whose checkpoint initialises this one
+    resources: Resources
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def set_path(tree: dict, dotted: str, value: Any) -> None:
+    """Set `tree[a][b][c] = value` for `a.b.c`, creating mappings on the way."""
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def apply_overrides(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """A validated copy of `base` with dotted-path overrides applied (a new `arch`/`name` resets its section)."""
+    tree = json.loads(base.model_dump_json())
+    for dotted, value in overrides.items():
+        head = dotted.split(".")
+        if len(head) == 2 and head[1] in ("arch", "name", "kind") and isinstance(tree.get(head[0]), dict):
+            if tree[head[0]].get(head[1]) != value:
+                tree[head[0]] = {}  # switching the variant of a tagged section starts from its defaults
+        set_path(tree, dotted, value)
+    return TrainConfig.model_validate(tree)
+
+
+def run_id_of(config: TrainConfig, depends_on: str | None) -> str:
+    """Content hash of the resolved config and the run it starts from: equal runs share an id."""
+    payload = json.dumps({"config": json.loads(config.model_dump_json()), "init_run": depends_on}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _combinations(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
+    """(label, overrides) for every variant x grid point (a study without variants has one, 'base')."""
+    variants = spec.variants or [Variant(label="base")]
+    axes = list(spec.grid.items())
+    out = []
+    for variant in variants:
+        for values in itertools.product(*(vals for _, vals in axes)) if axes else [()]:
+            overrides = dict(variant.overrides)
+            parts = [] if (variant.label == "base" and axes) else [variant.label]
+            for (key, _), value in zip(axes, values):
+                overrides[key] = value
+                parts.append(f"{key.split('.')[-1]}={value}")
+            out.append(("_".join(parts) if parts else variant.label, overrides))
+    return out
+
+
+def expand(spec: StudySpec) -> list[RunSpec]:
+    """All runs of the study: the pretraining run (if any) first, then one run per variant, grid point and seed."""
+    runs: list[RunSpec] = []
+    pre_id = None
+    if spec.pretrain is not None:
+        overrides = {"ect.mode": "pretraining", "init": None, **spec.pretrain.overrides}
+        pre_cfg = apply_overrides(spec.base, overrides)
+        pre_id = run_id_of(pre_cfg, None)
+        runs.append(RunSpec(run_id=pre_id, study=spec.name, label="pretrain", role="pretrain", config=pre_cfg,
+                            params={"stage": "pretrain"}, resources=spec.resources))
+    for label, overrides in _combinations(spec):
+        for seed in spec.seeds:
+            cfg = apply_overrides(spec.base, {**overrides, "seed": seed})
+            run_label = label if len(spec.seeds) == 1 else f"{label}_seed{seed}"
+            runs.append(RunSpec(
+                run_id=run_id_of(cfg, pre_id), study=spec.name, label=run_label,
+                role="tune" if pre_id else "run", config=cfg, params={**overrides, "seed": seed},
+                depends_on=pre_id, resources=spec.resources,
+            ))
+    seen: dict[str, str] = {}
+    for r in runs:
+        if r.run_id in seen:
+            raise ValueError(f"runs {seen[r.run_id]!r} and {r.label!r} resolve to the same config")
+        seen[r.run_id] = r.label
+    return runs
+
+
+# --------------------------------------------------------------------------- loading with YAML lines
+
+
+def _key_lines(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
+    """Map each mapping key / sequence item path to its 1-based line in the YAML source."""
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            p = path + (k.value,)
+            lines[p] = k.start_mark.line + 1
+            lines.update(_key_lines(v, p))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            p = path + (i,)
+            lines[p] = v.start_mark.line + 1
+            lines.update(_key_lines(v, p))
+    return lines
+
+
+def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
+    """The YAML line of the longest known prefix of an error location."""
+    for n in range(len(loc), 0, -1):
+        if tuple(loc[:n]) in lines:
+            return lines[tuple(loc[:n])]
+    return None
+
+
+def _errors(err: ValidationError, source: str, lines: dict[tuple, int]) -> list[str]:
+    """`source:LINE: dotted.path: message`, one per error."""
+    out = []
+    for e in err.errors():
+        line = _line_for(tuple(e["loc"]), lines)
+        path = error_path(tuple(e["loc"]))
+        out.append(f"{source}:{line or '?'}: {path}: {error_message(e)}")
+    return out
+
+
+def load_study(path: Path) -> StudySpec:
+    """Load a study YAML; every problem (also in variants and grid points) is reported at once with its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: study file not found")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text)) if raw is not None else {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with name, kind, base, variants/grid")
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError("\n".join(_errors(e, str(path), lines))) from None
+    problems = _resolution_errors(spec, raw, str(path), lines)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return spec
+
+
+def _resolution_errors(spec: StudySpec, raw: dict, source: str, lines: dict[tuple, int]) -> list[str]:
+    """Validate every override set against TrainConfig, naming the variant / grid key and its line."""
+    problems: list[str] = []
+    checks: list[tuple[tuple, dict[str, Any]]] = []
+    if spec.pretrain is not None:
+        checks.append((("pretrain", "overrides"), {"ect.mode": "pretraining", **spec.pretrain.overrides}))
+    for i, v in enumerate(spec.variants):
+        checks.append((("variants", i, "overrides"), v.overrides))
+    for key, values in spec.grid.items():
+        for j, value in enumerate(values):
+            checks.append((("grid", key, j), {key: value}))
+    for where, overrides in checks:
+        try:
+            apply_overrides(spec.base, overrides)
+        except ValidationError as e:
+            for err in e.errors():
+                dotted = error_path(tuple(err["loc"]))
+                key = next((k for k in overrides if dotted.startswith(k) or k.startswith(dotted)), None)
+                loc = where + ((key,) if key and where[-1] == "overrides" else ())
+                line = _line_for(loc, lines)
+                label = ".".join(str(p) for p in where)
+                problems.append(f"{source}:{line or '?'}: {label}: {dotted or '(config)'}: {error_message(err)}")
+    return problems
+
+
+def dump_spec(spec: StudySpec) -> str:
+    """The spec as YAML (stored with the study so a study can be resumed from the store alone)."""
+    return yaml.safe_dump(json.loads(spec.model_dump_json()), sort_keys=False)

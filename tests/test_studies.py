@@ -1,0 +1,123 @@
+"""Study specs: expansion, deterministic run ids, shared runs, and errors with field path and YAML line."""
+
+from pathlib import Path
+
+import pytest
+
+from studies.spec import StudySpec, apply_overrides, expand, load_study
+from trainer.config import ConfigError, TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "data": {"name": "swissroll", "num_samples": 500},
+    "network": {"arch": "mlp", "hidden": 16, "depth": 1},
+    "schedule": {"batch_size": 32, "iterations": 10},
+}
+
+
+def spec(**over) -> StudySpec:
+    return StudySpec.model_validate({"name": "s", "base": BASE, **over})
+
+
+def test_grid_variants_and_seeds_expand():
+    s = spec(variants=[{"label": "a", "overrides": {"ect.weighting": "inv_t"}},
+                       {"label": "b", "overrides": {"ect.weighting": "edm", "ect.c": 0.06}}],
+             grid={"ect.q": [2, 4]}, seeds=[0, 1])
+    runs = expand(s)
+    assert len(runs) == 2 * 2 * 2
+    assert {r.label for r in runs} == {f"{v}_q={q}_seed{sd}" for v in "ab" for q in (2, 4) for sd in (0, 1)}
+    b4 = next(r for r in runs if r.label == "b_q=4_seed1")
+    assert (b4.config.ect.weighting, b4.config.ect.c, b4.config.ect.q, b4.config.seed) == ("edm", 0.06, 4, 1)
+    assert b4.params == {"ect.weighting": "edm", "ect.c": 0.06, "ect.q": 4, "seed": 1}
+
+
+def test_run_ids_are_deterministic_and_shared_across_studies():
+    one = expand(spec(grid={"ect.q": [2, 4]}))
+    again = expand(spec(grid={"ect.q": [2, 4]}))
+    assert [r.run_id for r in one] == [r.run_id for r in again]
+    other = expand(StudySpec.model_validate({"name": "other", "base": BASE, "grid": {"ect.q": [4, 8]}}))
+    shared = {r.run_id for r in one} & {r.run_id for r in other}
+    assert len(shared) == 1  # q = 4 is the same run in both studies
+    assert len({r.run_id for r in one}) == 2
+
+
+def test_pretraining_stage_initialises_tuning_runs():
+    runs = expand(spec(pretrain={"overrides": {"schedule.iterations": 20}}, grid={"ect.q": [2, 4]}))
+    pre, tunes = runs[0], runs[1:]
+    assert pre.role == "pretrain" and pre.config.ect.mode == "pretraining" and pre.config.schedule.iterations == 20
+    assert all(r.role == "tune" and r.depends_on == pre.run_id for r in tunes)
+    # a different pretraining changes the tuning runs' ids too (they start from another checkpoint)
+    other = expand(spec(pretrain={"overrides": {"schedule.iterations": 30}}, grid={"ect.q": [2, 4]}))
+    assert {r.run_id for r in other[1:]}.isdisjoint({r.run_id for r in tunes})
+
+
+def test_switching_a_tagged_section_starts_from_its_defaults():
+    cfg = apply_overrides(TrainConfig(), {"ema.kind": "power"})
+    assert cfg.ema.kind == "power" and cfg.ema.sigma_rels == [0.01, 0.05, 0.10]
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "a b", ".hidden", "x" * 65, "a/b"])
+def test_study_names_cannot_escape(name):
+    with pytest.raises(ValueError, match="study name"):
+        StudySpec.model_validate({"name": name})
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "study.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_errors_name_field_and_line_and_are_all_reported(tmp_path):
+    text = """name: bad
+kind: ablation
+base:
+  data: {name: swissroll}
+  network: {arch: mlp}
+  schedule:
+    batch_size: -1
+variants:
+  - label: ok
+    overrides: {ect.q: 4}
+  - label: worse
+    overrides:
+      ect.q: 0.5
+      network.dropout: 2
+grid:
+  ect.weighting: [inv_t, cosine]
+colour: blue
+"""
+    with pytest.raises(ConfigError) as e:
+        load_study(write(tmp_path, text))
+    lines = str(e.value).splitlines()
+    assert any(":7: base.schedule.batch_size: Input should be greater than or equal to 1" in ln for ln in lines)
+    assert any(":17: colour: unknown field" in ln for ln in lines)
+    assert len(lines) == 2  # the spec-level errors first; overrides are checked once the spec itself is valid
+    fixed = text.replace("batch_size: -1", "batch_size: 8").replace("colour: blue\n", "")
+    with pytest.raises(ConfigError) as e:
+        load_study(write(tmp_path, fixed))
+    lines = str(e.value).splitlines()
+    assert any(":13: variants.1.overrides: ect.q: Input should be greater than 1" in ln for ln in lines)
+    assert any(":14: variants.1.overrides: network.dropout: Input should be less than 1" in ln for ln in lines), lines
+    assert any(":16: grid.ect.weighting.1: ect.weighting" in ln for ln in lines), lines
+    assert len(lines) == 3
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"study.yaml:2: invalid YAML"):
+        load_study(write(tmp_path, "name: x\n  - : [\n"))
+    with pytest.raises(ConfigError, match="study file not found"):
+        load_study(tmp_path / "none.yaml")
+
+
+def test_duplicate_labels_rejected():
+    with pytest.raises(ValueError, match="repeated"):
+        spec(variants=[{"label": "a"}, {"label": "a"}])
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "studies" / "presets").rglob("*.yaml")))
+def test_presets_validate_and_expand(path):
+    s = load_study(REPO / path)
+    runs = expand(s)
+    assert runs and len({r.run_id for r in runs}) == len(runs)
