@@ -9,7 +9,8 @@ by side in one run:
 - sqrtm: pytorch-fid / dgm-eval (`np.mean` + `np.cov(rowvar=False)`, then
   `scipy.linalg.sqrtm(sigma1 @ sigma2)`, real part, trace).
 
-For each it prints the FD step alone (statistics given) and statistics + FD, then both FD values.
+For each it prints the time for the statistics of both sets, for the FD step alone (statistics
+given) and for both together, then the two FD values.
 
     python benchmarks/fd.py                 # 50k x 2048
     python benchmarks/fd.py --n 10000 --dim 512
@@ -96,12 +97,12 @@ def main() -> None:
         "eigh  (trainer.metrics)": (stats_eigh, frechet_distance),
         "sqrtm (pytorch-fid)": (stats_numpy, fd_sqrtm),
     }
-    print(f"{'route':<26}{'FD step [s]':>12}{'stats + FD [s]':>16}{'FD':>16}")
+    print(f"{'route':<26}{'stats [s]':>10}{'FD step [s]':>13}{'stats + FD [s]':>16}{'FD':>16}")
     values = []
     for name, (stats_fn, fd_fn) in routes.items():
         t_stats, t_fd, value = run_route(stats_fn, fd_fn, a, b)
         values.append(value)
-        print(f"{name:<26}{t_fd:>12.2f}{t_stats + t_fd:>16.2f}{value:>16.6f}")
+        print(f"{name:<26}{t_stats:>10.2f}{t_fd:>13.2f}{t_stats + t_fd:>16.2f}{value:>16.6f}")
     rel = abs(values[0] - values[1]) / max(abs(values[1]), 1e-300)
     print(f"FD eigh = {values[0]:.9f}, FD sqrtm = {values[1]:.9f}, relative difference {rel:.2e}")
 

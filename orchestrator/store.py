@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 SCHEMA_VERSION = 1
@@ -178,7 +178,10 @@ class Store:
                 parent = Path(parsed.database).expanduser().resolve().parent
                 if not parent.is_dir():
                     raise StoreError(f"{redact(url)}: directory {parent} does not exist")
-        engine = create_engine(url, **kwargs)
+        try:
+            engine = create_engine(url, **kwargs)
+        except (NoSuchModuleError, ImportError) as e:
+            raise StoreError(f"{redact(url)}: no database driver for it here ({type(e).__name__}: {e})") from None
         if parsed.get_backend_name() == "sqlite":
 
             @event.listens_for(engine, "connect")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainer.config import ConfigError, TrainConfig, error_message, error_path
+from trainer.config import ConfigError, TrainConfig, error_message, error_path, load_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -227,6 +227,8 @@ def load_study(path: Path) -> StudySpec:
         raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with name, kind, base, variants/grid")
+    if isinstance(raw.get("base"), str):  # base: a TrainConfig YAML file, relative to the study file
+        raw["base"] = load_yaml(path.parent / raw["base"])
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as e:

@@ -208,3 +208,13 @@ def test_power_ema_gamma_and_beta():
     assert power_beta(6.94, 100) == pytest.approx(0.99 ** 7.94)
     ema = EMA(nn.Linear(2, 2), PowerEMAConfig(sigma_rels=[0.05, 0.1]))
     assert ema.names == ["power0.05", "power0.1"] and len(ema.betas(10)) == 2
+
+
+def test_adaptive_l1_weighting_of_table_4():
+    delta = torch.tensor([[3.0, -4.0]], requires_grad=True)  # |D|_1 = 7, |D|_2^2 = 25
+    cfg = ECTConfig(weighting="uniform", p=0.5, c=1.0, adaptive_norm="l1")
+    sq, l1 = delta.square().sum(1), delta.abs().sum(1)
+    loss = ect_objective(sq, torch.ones(1), torch.zeros(1), cfg, SD, l1)
+    assert loss.item() == pytest.approx(25 / 2 / 8)  # w = 1/(7 + 1)
+    loss.backward()
+    assert torch.allclose(delta.grad, delta.detach() / 8)

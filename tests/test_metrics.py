@@ -191,6 +191,7 @@ def test_inception_state_dict_round_trip_with_pytorch_fid_names(tmp_path):
     assert features.shape == (1, 2048) and torch.isfinite(features).all()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_inception_torchscript_is_called_like_nvidia_dnnlib(tmp_path):
     class FakeDetector(torch.nn.Module):
         def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:

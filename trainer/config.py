@@ -157,8 +157,11 @@ class ECTConfig(Strict):
     k: float = Field(8.0, ge=0.0)
     b: float = Field(1.0, gt=0.0)
     weighting: Weighting = "inv_delta_t"
-    p: float = Field(0.5, ge=0.0, description="adaptive weighting exponent: w(D) = 1/(|D|^2 + c^2)^p")
+    p: float = Field(0.5, ge=0.0, description="adaptive weighting exponent: w(D) = 1/(|D|_2^2 + c^2)^p")
     c: float = Field(0.0, ge=0.0, description="adaptive weighting smoothing")
+    adaptive_norm: Literal["l2", "l1"] = Field(
+        "l2", description="l1: w(D) = 1/(|D|_1 + c)^(2p), the paper's Table 4 row 1/(|D|_1 + c) at p = 1/2"
+    )
 
 
 # --------------------------------------------------------------------------- optimisation

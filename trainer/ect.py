@@ -58,14 +58,25 @@ def adaptive_weight(sq_norm: torch.Tensor, p: float, c: float) -> torch.Tensor:
     return (sq_norm + c**2).pow(-p)
 
 
-def ect_objective(sq_norm: torch.Tensor, t: torch.Tensor, r: torch.Tensor, cfg: ECTConfig, sigma_data: float) -> torch.Tensor:
+def ect_objective(
+    sq_norm: torch.Tensor,
+    t: torch.Tensor,
+    r: torch.Tensor,
+    cfg: ECTConfig,
+    sigma_data: float,
+    l1_norm: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-sample loss w-bar(t) * sg(w(Delta)) * |Delta|^2 / 2.
 
     Its gradient is w-bar(t) w(Delta) d(|Delta|^2 / 2), which for p = 1/2 equals the gradient of
     w-bar(t) (sqrt(|Delta|^2 + c^2) - c), the pseudo-Huber form of the authors' code (Eq. 20).
+    With `adaptive_norm: l1`, w(Delta) = 1/(|Delta|_1 + c)^(2p) (paper Table 4).
     """
     w_t = WEIGHTINGS[cfg.weighting](t, r, sigma_data)
-    w_delta = adaptive_weight(sq_norm.detach(), cfg.p, cfg.c)
+    if cfg.adaptive_norm == "l1":
+        w_delta = (l1_norm.detach() + cfg.c).pow(-2 * cfg.p)
+    else:
+        w_delta = adaptive_weight(sq_norm.detach(), cfg.p, cfg.c)
     return w_t * w_delta * sq_norm / 2
 
 
@@ -136,5 +147,6 @@ def ect_loss(
         target = x0
     delta = f_t.float() - target.float()
     sq_norm = delta.square().flatten(1).sum(1)
-    per_sample = ect_objective(sq_norm, t, r, cfg, net.sigma_data)
+    l1 = delta.abs().flatten(1).sum(1) if cfg.adaptive_norm == "l1" else None
+    per_sample = ect_objective(sq_norm, t, r, cfg, net.sigma_data, l1)
     return LossOutput(per_sample.mean(), per_sample.detach(), t, r, a, target_pass)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -189,8 +190,9 @@ def to_digits_resolution(x: torch.Tensor) -> torch.Tensor:
     Bilinear upsampling is separable (X -> U_h X U_w^T), so P_h X P_w^T with P = pinv(U) recovers
     the 8x8 originals of `trainer.data`'s 16x16 / 32x32 digits exactly, and projects generated
     images onto the closest (least-squares) upsampled 8x8 image. A plain bilinear downsampling
-    (antialias=False) instead blurs the originals by [1/16, 7/8, 1/16] at 32x32, which moved the
-    features enough to triple the train-vs-test FD of real digits.
+    (antialias=False) instead blurs the originals by [1/16, 7/8, 1/16] per axis at 32x32: the FD
+    between the 32x32 test split and its own 8x8 originals was then 13.6, against 4.9 between the
+    (8x8) train and test splits.
     """
     h, w = x.shape[-2:]
     if min(h, w) < digits_cnn.RESOLUTION:
@@ -258,7 +260,9 @@ class InceptionExtractor(FeatureExtractor):
         self.weights = resolve_weights(weights, ENV_INCEPTION_WEIGHTS, INCEPTION_FILES, "Inception-v3 (FID)")
         self.torchscript = is_torchscript(self.weights)
         if self.torchscript:
-            self.net = torch.jit.load(str(self.weights), map_location=self.device).eval()
+            with warnings.catch_warnings():  # torch >= 2.9 deprecates TorchScript; NVIDIA's file is one
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.net = torch.jit.load(str(self.weights), map_location=self.device).eval()
         else:
             net = load_pretrained(FIDInceptionV3, self.weights, "pytorch-fid Inception-v3")
             self.net = net.to(self.device).eval().requires_grad_(False)

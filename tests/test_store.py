@@ -1,0 +1,193 @@
+"""The SQL store on a real SQLite file: registration, idempotence, filters (and injection attempts),
+concurrent readers, schema checks, bad URLs."""
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.query import FilterError, condition, parse_where
+from orchestrator.store import Run, Store, StoreError, database_url, redact
+from studies.spec import StudySpec, dump_spec, expand
+
+runner = CliRunner()
+BASE = {
+    "data": {"name": "swissroll", "num_samples": 500},
+    "network": {"arch": "mlp", "hidden": 16, "depth": 1},
+    "schedule": {"batch_size": 32, "iterations": 10},
+}
+
+
+def make_spec(name="s", **over) -> StudySpec:
+    return StudySpec.model_validate({"name": name, "base": BASE, "grid": {"network.dropout": [0.0, 0.2, 0.4]}, **over})
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(database_url(str(tmp_path / "ect.db")))
+
+
+def register(store: Store, spec: StudySpec) -> list[str]:
+    return store.register_study(spec, dump_spec(spec), expand(spec))
+
+
+def rows_digest(path: Path) -> str:
+    """A checksum of every row of every table (to prove a failed command changed nothing)."""
+    con = sqlite3.connect(path)
+    h = hashlib.sha256()
+    for (table,) in con.execute("select name from sqlite_master where type='table' order by name"):
+        for row in con.execute(f"select * from {table} order by 1"):  # noqa: S608 - test-only, table names from sqlite
+            h.update(repr(row).encode())
+    con.close()
+    return h.hexdigest()
+
+
+def test_register_is_idempotent_and_shares_runs(store):
+    spec = make_spec()
+    assert len(register(store, spec)) == 3
+    assert register(store, spec) == []
+    other = make_spec("other", grid={"network.dropout": [0.4, 0.6]})
+    assert len(register(store, other)) == 1  # dropout 0.4 already exists
+    assert len(store.runs_frame("other")) == 2 and len(store.runs_frame("s")) == 3
+    params = store.params_frame(list(store.runs_frame("s")["run_id"]))
+    assert sorted(params["network.dropout"]) == [0.0, 0.2, 0.4]
+
+
+def test_filters_bind_parameters(store):
+    register(store, make_spec())
+    with store.session() as s:
+        def ids(*terms):
+            q = select(Run.run_id)
+            for t in parse_where(list(terms)):
+                q = q.where(condition(s, t))
+            return set(s.scalars(q))
+
+        assert len(ids("dropout>=0.2")) == 2
+        assert len(ids("network.dropout=0.4")) == 1
+        assert len(ids("status=pending", "dropout<0.1")) == 1
+        assert len(ids("data.name=swissroll")) == 3
+        assert ids("data.name=digits") == set()
+        with pytest.raises(FilterError, match="ambiguous"):
+            ids("num_samples=500")  # data.num_samples and eval.num_samples
+        with pytest.raises(FilterError, match="no such run column"):
+            ids("nope=1")
+
+
+INJECTIONS = [
+    "status=completed; DROP TABLE runs",
+    "status='x' OR 1=1",
+    "dropout=0.4 OR 1=1",
+    "label=a'--",
+    "run_id=1); DELETE FROM runs; --",
+    "status=\"x\"",
+    "1=1",
+    "dropout>=0.2 UNION SELECT * FROM runs",
+]
+
+
+@pytest.mark.parametrize("where", INJECTIONS)
+def test_injection_attempts_are_rejected_and_change_nothing(tmp_path, where):
+    db = tmp_path / "ect.db"
+    store = Store(database_url(str(db)))
+    register(store, make_spec())
+    before = rows_digest(db)
+    res = runner.invoke(app, ["runs", "list", "--db", str(db), "--where", where])
+    assert res.exit_code == 2 and "--where" in res.stderr and res.stderr.strip().count("\n") == 0
+    assert rows_digest(db) == before
+
+
+def test_runs_cli_json_csv_and_sort(tmp_path):
+    db = tmp_path / "ect.db"
+    register(Store(database_url(str(db))), make_spec())
+    res = runner.invoke(app, ["runs", "list", "--db", str(db), "--where", "dropout>0", "--json", "--sort", "-dropout"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert len(rows) == 2 and all(r["status"] == "pending" for r in rows)
+    csv = runner.invoke(app, ["runs", "list", "--db", str(db), "--csv"]).stdout.splitlines()
+    assert csv[0].startswith("run_id,label") and len(csv) == 4
+    show = runner.invoke(app, ["runs", "show", rows[0]["run_id"][:6], "--db", str(db), "--json"])
+    assert show.exit_code == 0 and json.loads(show.stdout)["config"]["network"]["dropout"] == 0.4
+
+
+def test_two_readers_during_writes(tmp_path):
+    url = database_url(str(tmp_path / "ect.db"))
+    writer = Store(url)
+    register(writer, make_spec())
+    run_id = writer.runs_frame("s")["run_id"][0]
+    errors, reads = [], [0, 0]
+
+    def read(i):
+        reader = Store(url, create=False)
+        try:
+            for _ in range(40):
+                df = reader.runs_frame("s")
+                assert len(df) == 3
+                reader.metrics_frame(run_id)
+                reads[i] += 1
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for step in range(1, 200):
+        writer.add_metrics(run_id, step, {"loss": 1.0 / step})
+    for t in threads:
+        t.join()
+    assert not errors and reads == [40, 40]
+    assert len(writer.metrics_frame(run_id)) == 199
+
+
+def test_failed_write_leaves_no_partial_rows(store):
+    register(store, make_spec())
+    run_id = store.runs_frame("s")["run_id"][0]
+    with pytest.raises(Exception):
+        store.add_metrics(run_id, 5, {"loss": 1.0, "bad": "not a number"})
+    assert len(store.metrics_frame(run_id)) == 0
+
+
+def test_schema_version_and_foreign_files(tmp_path):
+    db = tmp_path / "ect.db"
+    Store(database_url(str(db)))
+    con = sqlite3.connect(db)
+    con.execute("update meta set value='0' where key='schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="schema version 0, this ect expects 1"):
+        Store(database_url(str(db)))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, I am not a database" * 100)
+    with pytest.raises(StoreError, match="cannot be used as a database"):
+        Store(database_url(str(text)))
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("create table x (a int)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="not an ECT store"):
+        Store(database_url(str(other)))
+    with pytest.raises(StoreError, match="no ECT store here"):
+        Store(database_url(str(tmp_path / "fresh.db")), create=False)
+
+
+def test_urls_with_passwords_are_redacted():
+    assert redact("postgresql://alice:s3cret@db.example/ect") == "postgresql://alice:***@db.example/ect"
+    assert "s3cret" not in redact("postgresql://alice:s3cret@db/ect")
+    for url in ("postgresql+nodriver://alice:s3cret@localhost/ect", "postgresql://alice:s3cret@127.0.0.1:1/ect"):
+        res = runner.invoke(app, ["study", "list", "--db", url])
+        assert res.exit_code == 1 and "s3cret" not in res.output and "***" in res.stderr, res.output
+
+
+def test_unknown_study_and_run(tmp_path):
+    db = tmp_path / "ect.db"
+    Store(database_url(str(db)))
+    res = runner.invoke(app, ["study", "status", "nope", "--db", str(db)])
+    assert res.exit_code == 1 and "no study named 'nope'" in res.stderr
+    res = runner.invoke(app, ["runs", "show", "abcdef", "--db", str(db)])
+    assert res.exit_code == 1 and "no run with id 'abcdef'" in res.stderr
