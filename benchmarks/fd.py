@@ -88,7 +88,8 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, scipy {scipy.__version__}")
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"numpy {np.__version__}, scipy {scipy.__version__}")
     a = synthetic_features(args.n, args.dim, args.seed, 0.0)
     b = synthetic_features(args.n, args.dim, args.seed + 1, 0.05)
     print(f"features: 2 sets of {args.n} x {args.dim} float32")

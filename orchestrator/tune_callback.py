@@ -29,12 +29,7 @@ class StoreCallback(tune.Callback):
             self.on_change(run_id, info)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._started(trial)
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._started(trial)
-
-    def _started(self, trial: Any) -> None:
+        """Called for the first start and for every restart after a failure: one attempt each."""
         rid = _run_id(trial)
         attempts = self.store.run(rid).attempts + 1
         self.store.update_run(rid, status="running", attempts=attempts, started_at=now(), error=None)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainer.config import ConfigError, TrainConfig, error_message, error_path, load_yaml
+from trainer.config import TAGS, ConfigError, TrainConfig, error_message, error_path, load_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -116,13 +116,18 @@ def set_path(tree: dict, dotted: str, value: Any) -> None:
 
 
 def apply_overrides(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """A validated copy of `base` with dotted-path overrides applied (a new `arch`/`name` resets its section)."""
+    """A validated copy of `base` with dotted-path overrides applied.
+
+    Switching the kind of a tagged section (`data.name`, `network.arch`, `ema.kind`) starts that
+    section from the new kind's defaults; such switches are applied before the other overrides.
+    """
     tree = json.loads(base.model_dump_json())
-    for dotted, value in overrides.items():
-        head = dotted.split(".")
-        if len(head) == 2 and head[1] in ("arch", "name", "kind") and isinstance(tree.get(head[0]), dict):
-            if tree[head[0]].get(head[1]) != value:
-                tree[head[0]] = {}  # switching the variant of a tagged section starts from its defaults
+    tags = {f"{sec}.{TAGS[sec]}" for sec in TAGS}
+    for dotted, value in sorted(overrides.items(), key=lambda kv: kv[0] not in tags):
+        if dotted in tags:
+            section = dotted.split(".")[0]
+            if not isinstance(tree.get(section), dict) or tree[section].get(TAGS[section]) != value:
+                tree[section] = {}
         set_path(tree, dotted, value)
     return TrainConfig.model_validate(tree)
 

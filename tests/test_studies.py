@@ -121,3 +121,9 @@ def test_presets_validate_and_expand(path):
     s = load_study(REPO / path)
     runs = expand(s)
     assert runs and len({r.run_id for r in runs}) == len(runs)
+
+
+def test_override_order_does_not_matter():
+    one = apply_overrides(TrainConfig(), {"optim.lr": 0.5, "optim.name": "adam", "network.dropout": 0.3,
+                                          "network.arch": "mlp", "data.name": "swissroll"})
+    assert (one.optim.lr, one.optim.name, one.network.arch, one.network.dropout) == (0.5, "adam", "mlp", 0.3)

@@ -300,7 +300,8 @@ def error_message(e: dict) -> str:
     return e["msg"]
 
 
-TAGGED_SECTIONS = ("data", "network", "ema")
+TAGS = {"data": "name", "network": "arch", "ema": "kind"}  # the discriminator of each tagged section
+TAGGED_SECTIONS = tuple(TAGS)
 
 
 def error_path(loc: tuple) -> str:

@@ -82,7 +82,7 @@ def reference_stats(
             stats, stored_key = load_stats(path)
             if stored_key == key:
                 return stats
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
             pass
     stats = feature_stats(x, extractor, batch_size)
     save_stats(path, stats, key)

@@ -1,0 +1,136 @@
+"""The pure power law FD = K * C^alpha, fitted by ordinary least squares on log-log data.
+
+ln FD = ln K + alpha ln C + noise. Standard errors come from the OLS covariance. The SE of
+ln K is the natural one (the intercept's); `se_K` is its delta-method image K * SE(ln K).
+Bootstrap intervals resample the points with replacement and take percentiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from ._checks import positive_xy
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    """Result of `fit_power_law`. Intervals are None when no bootstrap was run."""
+
+    K: float
+    alpha: float
+    se_log_K: float
+    se_alpha: float
+    r: float
+    p_value: float
+    n: int
+    K_ci: tuple[float, float] | None
+    alpha_ci: tuple[float, float] | None
+    ci: float
+    n_bootstrap: int
+    log_c_mean: float
+    log_c_sxx: float
+    residual_var: float
+    c_min: float
+    c_max: float
+
+    @property
+    def converged(self) -> bool:
+        """Always True: OLS has a closed form (kept for symmetry with SaturatingFit)."""
+        return True
+
+    @property
+    def se_K(self) -> float:
+        """Delta-method standard error of K: K * SE(ln K)."""
+        return self.K * self.se_log_K
+
+    @property
+    def dof(self) -> int:
+        """Residual degrees of freedom, n - 2."""
+        return self.n - 2
+
+    def mean(self, c: np.ndarray) -> np.ndarray:
+        """Fitted FD at budget(s) c."""
+        return self.K * np.asarray(c, dtype=float) ** self.alpha
+
+    def log_prediction_se(self, c: np.ndarray) -> np.ndarray:
+        """SE of a new observation's ln FD at c: s * sqrt(1 + 1/n + (ln c - mean)^2 / Sxx)."""
+        lc = np.log(np.asarray(c, dtype=float))
+        return np.sqrt(self.residual_var * (1 + 1 / self.n + (lc - self.log_c_mean) ** 2 / self.log_c_sxx))
+
+    def inverse(self, target: float) -> float:
+        """Budget at which the fitted curve reaches `target`."""
+        if self.alpha == 0:
+            raise ValueError("alpha is 0: the fitted curve is flat and never reaches another value")
+        return float((target / self.K) ** (1 / self.alpha))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-friendly) of every field plus se_K."""
+        return {**asdict(self), "se_K": self.se_K, "converged": True}
+
+
+def pearson_loglog(x: Any, y: Any, x_name: str = "x", y_name: str = "y") -> tuple[float, float]:
+    """Pearson r of (ln x, ln y) and its two-sided p-value (scipy.stats.pearsonr)."""
+    xa, ya = positive_xy(x, y, x_name, y_name, what="a log-log correlation")
+    res = stats.pearsonr(np.log(xa), np.log(ya))
+    return float(res.statistic), float(res.pvalue)
+
+
+def _bootstrap_ols(lx: np.ndarray, ly: np.ndarray, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slopes and intercepts of OLS on resampled points; resamples with < 2 distinct x are dropped."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, lx.size, size=(resamples, lx.size))
+    bx, by = lx[idx], ly[idx]
+    keep = np.ptp(bx, axis=1) > 0
+    bx, by = bx[keep], by[keep]
+    dx = bx - bx.mean(axis=1, keepdims=True)
+    slope = (dx * (by - by.mean(axis=1, keepdims=True))).sum(axis=1) / (dx**2).sum(axis=1)
+    intercept = by.mean(axis=1) - slope * bx.mean(axis=1)
+    return slope, intercept
+
+
+def percentile_interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
+    """Two-sided percentile interval of `samples` at level `ci`."""
+    lo, hi = np.percentile(samples, [50 * (1 - ci), 50 * (1 + ci)])
+    return float(lo), float(hi)
+
+
+def fit_power_law(x: Any, y: Any, bootstrap: int = 1000, seed: int = 0, ci: float = 0.95,
+                  x_name: str = "x", y_name: str = "y") -> PowerLawFit:
+    """Fit FD = K * C^alpha (x = C, y = FD) by least squares on ln y vs ln x.
+
+    `bootstrap` resamples give percentile intervals for K and alpha at level `ci` (0 skips them).
+    `x_name` / `y_name` only label error messages. Needs at least 3 positive, non-constant points.
+    """
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    xa, ya = positive_xy(x, y, x_name, y_name)
+    lx, ly = np.log(xa), np.log(ya)
+    n = lx.size
+    mx = lx.mean()
+    sxx = float(((lx - mx) ** 2).sum())
+    alpha = float(((lx - mx) * (ly - ly.mean())).sum() / sxx)
+    log_k = float(ly.mean() - alpha * mx)
+    resid = ly - (log_k + alpha * lx)
+    s2 = float((resid**2).sum() / (n - 2)) if n > 2 else float("nan")
+    pear = stats.pearsonr(lx, ly)
+    k_ci = a_ci = None
+    used = 0
+    if bootstrap > 0:
+        slopes, intercepts = _bootstrap_ols(lx, ly, bootstrap, seed)
+        used = int(slopes.size)
+        if used >= 2:
+            a_ci = percentile_interval(slopes, ci)
+            lo, hi = percentile_interval(intercepts, ci)
+            k_ci = (float(np.exp(lo)), float(np.exp(hi)))
+    return PowerLawFit(
+        K=float(np.exp(log_k)), alpha=alpha,
+        se_log_K=float(np.sqrt(s2 * (1 / n + mx**2 / sxx))), se_alpha=float(np.sqrt(s2 / sxx)),
+        r=float(pear.statistic), p_value=float(pear.pvalue), n=n,
+        K_ci=k_ci, alpha_ci=a_ci, ci=ci, n_bootstrap=used,
+        log_c_mean=float(mx), log_c_sxx=sxx, residual_var=s2,
+        c_min=float(xa.min()), c_max=float(xa.max()),
+    )

@@ -1,0 +1,92 @@
+"""Studies through real Ray (a local 2-CPU instance on loopback) into a real SQLite file."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.store import Store, database_url
+
+runner = CliRunner()
+BASE = {
+    "data": {"name": "swissroll", "num_samples": 1000},
+    "network": {"arch": "mlp", "hidden": 16, "depth": 1},
+    "schedule": {"batch_size": 32, "iterations": 12, "log_interval": 4, "checkpoint_interval": 6},
+    "eval": {"metric": "swd", "nfe": [1, 2], "num_samples": 100},
+}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray for the module, in its own short temp dir, stopped by us at the end."""
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="ect-ray-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = tmp
+    from orchestrator.ray_backend import init_ray
+
+    init_ray(None, num_cpus=2)
+    yield
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_study(tmp_path: Path, **spec) -> Path:
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_study_end_to_end_then_resubmission_runs_nothing(tmp_path, ray_session):
+    db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
+    spec = write_study(tmp_path, name="e2e", kind="ablation", base=BASE,
+                       pretrain={"overrides": {"schedule.iterations": 16}}, grid={"ect.q": [2, 4]})
+    res = invoke("study", "run", str(spec), "--db", db, "--storage", storage)
+    assert res.exit_code == 0, res.output
+    store = Store(database_url(db))
+    runs = store.runs_frame("e2e")
+    assert sorted(runs["status"]) == ["completed"] * 3 and list(runs["attempts"]) == [1, 1, 1]
+    assert all(Path(c).is_file() and Path(c).is_relative_to(Path(storage).resolve()) for c in runs["checkpoint"])
+    evals = store.evaluations_frame("e2e")
+    # every run evaluated at NFE 1 and 2 at its last step (and at the configured interval: none here)
+    assert len(evals) == 3 * 2 and set(evals["metric"]) == {"swd"} and (evals["value"] > 0).all()
+    tune = runs[runs["role"] == "tune"]
+    assert (tune["step"] == 12).all() and (tune["train_flops"] > 0).all()
+    metrics = store.metrics_frame(tune["run_id"].iloc[0])
+    assert list(metrics["step"]) == [4, 8, 12] and "loss" in metrics
+    again = invoke("study", "run", str(spec), "--db", db, "--storage", storage)
+    assert again.exit_code == 0 and "0 new, 0 to run" in again.stdout
+    assert list(Store(database_url(db)).runs_frame("e2e")["attempts"]) == [1, 1, 1]
+
+
+def test_failing_and_diverging_runs_do_not_stop_the_others(tmp_path, ray_session):
+    db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
+    spec = write_study(
+        tmp_path, name="faults", kind="custom", base=BASE, max_failures=1,
+        variants=[
+            {"label": "good", "overrides": {}},
+            {"label": "missing-data", "overrides": {"data.name": "cifar10", "data.path": "/nonexistent/cifar",
+                                                     "network.arch": "songunet", "eval.metric": None}},
+            {"label": "diverges", "overrides": {"optim.lr": 1.0e30, "optim.name": "adam",
+                                                "schedule.iterations": 200}},
+        ],
+    )
+    res = invoke("study", "run", str(spec), "--db", db, "--storage", storage)
+    assert res.exit_code == 1, res.output  # the study is incomplete
+    runs = Store(database_url(db)).runs_frame("faults").set_index("label")
+    assert runs.loc["good", "status"] == "completed"
+    assert runs.loc["missing-data", "status"] == "failed"
+    assert "/nonexistent/cifar" in runs.loc["missing-data", "error"]
+    assert runs.loc["missing-data", "attempts"] == 2  # one retry (max_failures: 1)
+    assert runs.loc["diverges", "status"] == "diverged" and "non-finite" in runs.loc["diverges", "error"]
+    status = invoke("study", "status", "faults", "--db", db, "--json")
+    assert status.exit_code == 0 and '"incomplete"' in status.stdout
