@@ -25,6 +25,7 @@ N_PARAMS = 3
 _ALPHA_STARTS = (0.05, 0.2, 0.5, 1.0, 2.0)
 _E_STARTS = (0.0, 0.5, 0.9)
 _MAX_COND = 1e8
+_E_FLOOR_TOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,9 @@ def _starts(lx: np.ndarray, ly: np.ndarray) -> list[np.ndarray]:
 
 
 def _at_bound(p: np.ndarray, y_min: float) -> list[str]:
+    """Reasons a solution counts as on a bound; E below 0.1 % of the smallest FD counts as E = 0."""
     out = []
-    if p[0] <= 1e-6 * y_min:
+    if p[0] <= _E_FLOOR_TOL * y_min:
         out.append("E is at its lower bound 0: no floor is identified (the pure power law fits as well)")
     if abs(p[2]) >= ALPHA_BOUND * (1 - 1e-6):
         out.append(f"alpha is at its bound {np.sign(p[2]) * ALPHA_BOUND:+g}")

@@ -12,6 +12,7 @@ from rich.console import Console
 from trainer.checkpoint import CheckpointError
 from trainer.config import ConfigError
 from trainer.data import DataError
+from trainer.metrics import MissingWeightsError
 
 from .query import FilterError
 from .store import Store, StoreError, database_url
@@ -36,6 +37,6 @@ def clean_errors() -> Iterator[None]:
     except (ConfigError, FilterError) as e:
         err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(USAGE)
-    except (DataError, CheckpointError, StoreError, RuntimeError, ValueError) as e:
+    except (DataError, CheckpointError, StoreError, MissingWeightsError, RuntimeError, ValueError) as e:
         err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(RUNTIME)

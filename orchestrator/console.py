@@ -50,9 +50,12 @@ class ProgressReporter:
         self._show()
         self.progress.update(self.task, completed=step, **fields)
 
-    def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int) -> None:
+    def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int,
+                   sampler: str = "consistency") -> None:
         self._show()
-        self.progress.console.print(f"step {step}: {metric} at NFE {nfe} = {value:.4g} ({num_samples} samples)")
+        self.progress.console.print(
+            f"step {step}: {metric} at NFE {nfe} ({sampler}) = {value:.4g} ({num_samples} samples, {extractor})"
+        )
 
     def checkpoint(self, step: int, path: Path) -> None:
         self._show()

@@ -54,9 +54,10 @@ class TuneReporter:
     def metrics(self, step: int, values: dict[str, float]) -> None:
         self._send("metrics", step=step, values=dict(values))
 
-    def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int) -> None:
+    def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int,
+                   sampler: str = "consistency") -> None:
         self._send("evaluation", step=step, nfe=nfe, metric=metric, value=value, extractor=extractor,
-                   num_samples=num_samples)
+                   num_samples=num_samples, sampler=sampler)
 
     def checkpoint(self, step: int, path: Path) -> None:
         self._send("checkpoint", step=step, path=str(path))

@@ -234,13 +234,26 @@ class SamplingConfig(Strict):
     rho: float = Field(7.0, gt=0.0)
 
 
-class EvalConfig(Strict):
-    """Evaluation during training: sample the EMA at each NFE and measure a distance to the data."""
+PointMetric = Literal["swd", "energy"]
+FDMetric = Literal["fd_digits", "fd_inception", "fd_dinov2", "fd_dinov2_vitb14"]
 
-    metric: Literal["swd"] | None = Field(None, description="swd: sliced Wasserstein distance (2-D data)")
+
+class EvalConfig(Strict):
+    """Evaluation: sample the (first) EMA at each NFE and measure a distance to the training data.
+
+    swd / energy compare 2-D points directly; fd_* are Fréchet distances in an extractor's feature
+    space (fd_digits: a small CNN trained on digits on first use, no download; fd_inception / fd_dinov2
+    need a local weights file: `weights`, or $ECT_INCEPTION_WEIGHTS / $ECT_DINOV2_WEIGHTS).
+    """
+
+    metric: PointMetric | FDMetric | None = Field(None, description="None: no evaluation")
     nfe: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2])
+    heun: bool = Field(False, description="also evaluate EDM's Heun sampler (the diffusion baseline, 35 NFE)")
     num_samples: int = Field(2000, ge=2)
+    batch_size: int = Field(500, ge=1, description="samples generated per batch")
     seed: int = 0
+    weights: Path | None = Field(None, description="feature extractor weights (fd_inception, fd_dinov2)")
+    cache_dir: Path | None = Field(None, description="extractor and reference-statistics cache [default: $ECT_CACHE_DIR or ~/.cache/ect]")
 
 
 class TrainConfig(Strict):
@@ -270,8 +283,13 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
-        if self.eval.metric == "swd" and self.data.name != "swissroll":
-            raise ValueError("eval.metric 'swd' is for 2-D point data (data.name: swissroll)")
+        metric = self.eval.metric
+        if metric in ("swd", "energy") and self.data.name != "swissroll":
+            raise ValueError(f"eval.metric {metric!r} is for 2-D point data (data.name: swissroll)")
+        if metric is not None and metric.startswith("fd_") and self.data.name == "swissroll":
+            raise ValueError(f"eval.metric {metric!r} is for images; use swd or energy for 2-D data")
+        if metric == "fd_digits" and self.data.name != "digits":
+            raise ValueError("eval.metric 'fd_digits' needs data.name: digits")
         b, micro = self.schedule.batch_size, self.schedule.batch_per_device
         if micro is not None and b % micro:
             raise ValueError(f"schedule.batch_per_device ({micro}) must divide schedule.batch_size ({b})")

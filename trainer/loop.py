@@ -22,12 +22,11 @@ from .data import Dataset, data_shape, load_dataset
 from .ect import LossOutput, draw_noise, ect_loss, stage
 from .ema import EMA
 from .flops import TUNING_BUDGET_IMAGES, forward_flops_per_sample, step_flops
-from .metrics import sliced_wasserstein
+from .evaluation import Evaluator
 from .networks import build_network
 from .optim import learning_rate, make_optimizer, set_learning_rate
 from .precond import Precond
 from .reporter import NullReporter, Reporter
-from .sampling import consistency_sample
 
 
 @dataclass
@@ -120,6 +119,7 @@ class RunState:
         self.x = data.x.to(device)
         self.labels = data.labels.to(device) if data.labels is not None and self.net.label_dim else None
         self.flops_per_sample = forward_flops_per_sample(self.net, data.sample_shape, device)
+        self._evaluator: Evaluator | None = None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -161,6 +161,12 @@ class RunState:
         self.step = int(state["step"])
         self.images_seen = int(state["images_seen"])
         self.train_flops = float(state["train_flops"])
+
+    def evaluator(self) -> Evaluator:
+        """The run's Evaluator, built on first use (extractor and reference statistics)."""
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.cfg.eval, self.cfg.sampling, self.data, self.device)
+        return self._evaluator
 
     def advance(self) -> StepOutput:
         """One training iteration. On a non-finite loss or gradient, nothing is updated."""
@@ -231,28 +237,6 @@ def _grad_norm(net: torch.nn.Module) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
 
 
-def evaluate(run: RunState, reporter: Reporter) -> dict[int, float]:
-    """Sample the first EMA at each requested NFE and report the configured distance to the data."""
-    cfg = run.cfg.eval
-    if cfg.metric is None:
-        return {}
-    model = run.ema.first()
-    gen = torch.Generator(device=run.device).manual_seed(cfg.seed)
-    ref_idx = torch.randperm(len(run.data), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.num_samples]
-    reference = run.data.x[ref_idx]
-    results = {}
-    for nfe in cfg.nfe:
-        labels = None
-        if model.label_dim:
-            labels = torch.randint(model.label_dim, (cfg.num_samples,), generator=gen, device=run.device)
-        shape = (cfg.num_samples, *run.data.sample_shape)
-        samples = consistency_sample(model, shape, nfe, run.cfg.sampling, gen, labels, run.device)
-        value = sliced_wasserstein(samples, reference, seed=cfg.seed)
-        reporter.evaluation(run.step, nfe, cfg.metric, value, extractor="points", num_samples=cfg.num_samples)
-        results[nfe] = value
-    return results
-
-
 def _due(step: int, interval: int, total: int) -> bool:
     return step == total or (interval > 0 and step % interval == 0)
 
@@ -299,7 +283,7 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter | None = None, res
                 "train_flops": run.train_flops,
             })
         if cfg.eval.metric is not None and _due(run.step, sched.eval_interval, total):
-            evaluate(run, reporter)
+            run.evaluator().evaluate(run.ema.first(), run.step, reporter)
         if _due(run.step, sched.checkpoint_interval, total):
             run.save(reporter)
     return result("completed", run.step)

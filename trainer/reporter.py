@@ -15,8 +15,10 @@ class Reporter(Protocol):
     def metrics(self, step: int, values: dict[str, float]) -> None:
         """Training metrics after `step` completed iterations (loss, lr, images/s, ...)."""
 
-    def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int) -> None:
-        """One evaluation of the EMA model at `step` with `nfe` network evaluations per sample."""
+    def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int,
+                   sampler: str = "consistency") -> None:
+        """One evaluation of the EMA model at `step` with `nfe` network evaluations per sample
+        (`sampler`: "consistency" sampling or EDM's "heun" sampler)."""
 
     def checkpoint(self, step: int, path: Path) -> None:
         """A checkpoint holding the state after `step` iterations was written to `path`."""
@@ -28,7 +30,8 @@ class NullReporter:
     def metrics(self, step: int, values: dict[str, float]) -> None:
         pass
 
-    def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int) -> None:
+    def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int,
+                   sampler: str = "consistency") -> None:
         pass
 
     def checkpoint(self, step: int, path: Path) -> None:
@@ -46,9 +49,11 @@ class RecordingReporter:
     def metrics(self, step: int, values: dict[str, float]) -> None:
         self.metric_rows.append((step, dict(values)))
 
-    def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int) -> None:
+    def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int,
+                   sampler: str = "consistency") -> None:
         self.evaluations.append(
-            dict(step=step, nfe=nfe, metric=metric, value=value, extractor=extractor, num_samples=num_samples)
+            dict(step=step, nfe=nfe, metric=metric, value=value, extractor=extractor, num_samples=num_samples,
+                 sampler=sampler)
         )
 
     def checkpoint(self, step: int, path: Path) -> None:

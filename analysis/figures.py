@@ -1,0 +1,234 @@
+"""Publication figures from DataFrames: the paper's Figs. 4, 5 and 7 and a Pareto plot.
+
+Every function returns a matplotlib Figure drawn on the Agg canvas (no pyplot and no global
+backend switch, so nothing leaks between calls); `save_figure` writes PNG and PDF. Axis labels
+are the column names (override with `xlabel` / `ylabel`), series are one per NFE, labelled
+"1-step", "2-step", ... Style: 3.3 in single-column width, 7-8 pt fonts, TrueType fonts in PDF.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .pareto import pareto_frontier
+from .powerlaw import PowerLawFit, fit_power_law
+from .schedule import mapping_schedule
+
+COLUMN_WIDTH = 3.3
+FULL_WIDTH = 6.8
+HEIGHT = 2.4
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
+STYLE: dict[str, Any] = {
+    "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 6.5,
+    "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2, "lines.markersize": 4,
+    "axes.linewidth": 0.6, "axes.grid": True, "grid.linewidth": 0.4, "grid.alpha": 0.3,
+    "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
+    "pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 300, "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.02,
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _styled(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with mpl.rc_context(STYLE):
+            return func(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+def _new_figure(ncols: int = 1, width: float = COLUMN_WIDTH, height: float = HEIGHT) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
+
+
+def _require(df: pd.DataFrame, *cols: str | None) -> None:
+    missing = [c for c in cols if c is not None and c not in df.columns]
+    if missing:
+        raise KeyError(f"missing column(s) {missing}; available: {list(df.columns)}")
+
+
+def step_label(nfe: Any) -> str:
+    """Series label for an NFE value: 1 -> "1-step"."""
+    return f"{int(nfe)}-step"
+
+
+def _groups(df: pd.DataFrame, nfe_col: str | None, fallback: str) -> Iterator[tuple[Any, pd.DataFrame, str, str]]:
+    """(nfe, rows, colour, label) per NFE value, or one group when there is no NFE column."""
+    if nfe_col is None or nfe_col not in df.columns:
+        yield None, df, PALETTE[0], fallback
+        return
+    for i, nfe in enumerate(sorted(df[nfe_col].dropna().unique())):
+        yield nfe, df[df[nfe_col] == nfe], PALETTE[i % len(PALETTE)], step_label(nfe)
+
+
+def _positive(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    return df[(df[x] > 0) & (df[y] > 0)].dropna(subset=[x, y])
+
+
+def _try_fit(rows: pd.DataFrame, x: str, y: str) -> PowerLawFit | None:
+    try:
+        return fit_power_law(rows[x], rows[y], bootstrap=0, x_name=x, y_name=y)
+    except ValueError:
+        return None
+
+
+def fit_label(fit: PowerLawFit, prefix: str) -> str:
+    """Legend text of a fitted line: '<prefix> fit: K=263, α=-0.060, r=-0.994'."""
+    return f"{prefix} fit: K={fit.K:.3g}, α={fit.alpha:.3f}, r={fit.r:.3f}"
+
+
+@_styled
+def fig_compute_scaling(df: pd.DataFrame, x: str = "normalized_compute", y: str = "fd", nfe_col: str = "nfe",
+                        fits: Mapping[Any, PowerLawFit] | None = None, paper_fits: pd.DataFrame | None = None,
+                        xlabel: str | None = None, ylabel: str | None = None) -> Figure:
+    """Fig. 4 (left): metric vs training compute on log-log axes, one series and fitted line per NFE.
+
+    `fits` maps NFE -> PowerLawFit; when None each series with >= 3 usable points is fitted here.
+    `paper_fits` (e.g. load_reference("fig4_fits"): columns nfe, K, alpha) adds dashed lines; it
+    only makes sense when `x` is in the paper's unit (multiples of 12.8 M training images).
+    """
+    _require(df, x, y)
+    data = _positive(df, x, y)
+    fig, (ax,) = _new_figure()
+    colours: dict[Any, str] = {}
+    for nfe, rows, colour, label in _groups(data, nfe_col, y):
+        colours[nfe] = colour
+        ax.plot(rows[x], rows[y], ls="none", marker="o", color=colour, label=label)
+        fit = (fits or {}).get(nfe) if fits is not None else _try_fit(rows, x, y)
+        if fit is not None and len(rows):
+            grid = np.geomspace(rows[x].min(), rows[x].max(), 100)
+            ax.plot(grid, fit.mean(grid), color=colour, lw=1.0, label=fit_label(fit, label))
+    if paper_fits is not None and len(data):
+        grid = np.geomspace(data[x].min(), data[x].max(), 100)
+        for i, ref in enumerate(paper_fits.itertuples()):
+            colour = colours.get(ref.nfe, PALETTE[i % len(PALETTE)])
+            ax.plot(grid, ref.K * grid**ref.alpha, ls="--", lw=0.9, color=colour, alpha=0.7,
+                    label=f"paper {step_label(ref.nfe)}: K={ref.K:g}, α={ref.alpha:.3f}")
+    ax.set(xscale="log", yscale="log", xlabel=xlabel or x, ylabel=ylabel or y)
+    ax.legend(loc="best")
+    return fig
+
+
+@_styled
+def fig_model_size(df: pd.DataFrame, metric: str = "fid", nfe_col: str = "nfe", gflops: str = "gflops",
+                   params: str = "mparams", label_col: str | None = None, ylabel: str | None = None) -> Figure:
+    """Fig. 4 (right): metric vs model GFLOPs (left panel) and vs parameters (right panel).
+
+    Log-log, one series and fitted power law per NFE, marker diameter proportional to `params`;
+    `label_col` names the points (e.g. "model"). Table 7 in long form works directly:
+    nfe_long(load_reference("table7"), {"fid_1step": 1, "fid_2step": 2}, "fid").
+    """
+    _require(df, metric, gflops, params, label_col)
+    data = df.dropna(subset=[metric, gflops, params])
+    fig, axes = _new_figure(ncols=2, width=FULL_WIDTH)
+    biggest = float(data[params].max()) if len(data) else 1.0
+    for ax, xcol in zip(axes, (gflops, params)):
+        for i, (_, rows, colour, label) in enumerate(_groups(data, nfe_col, metric)):
+            diameter = 4.0 + 10.0 * rows[params].astype(float) / biggest
+            ax.scatter(rows[xcol], rows[metric], s=diameter**2, color=colour, alpha=0.75, edgecolors="none",
+                       label=label)
+            fit = _try_fit(rows, xcol, metric)
+            if fit is not None:
+                grid = np.geomspace(rows[xcol].min(), rows[xcol].max(), 100)
+                ax.plot(grid, fit.mean(grid), color=colour, lw=0.9, ls="--",
+                        label=f"{label} fit: α={fit.alpha:.3f}, r={fit.r:.3f}")
+            if label_col is not None and i == 0:
+                for xv, yv, name in zip(rows[xcol], rows[metric], rows[label_col]):
+                    ax.annotate(str(name), (xv, yv), xytext=(3, 3), textcoords="offset points", fontsize=6)
+        ax.set(xscale="log", yscale="log", xlabel=xcol, ylabel=ylabel or metric)
+        ax.legend(loc="best", markerscale=0.5)
+    return fig
+
+
+@_styled
+def fig_pareto(df: pd.DataFrame, cost: str, metric: str, minimize_metric: bool = True, hue: str | None = None,
+               logx: bool = True, logy: bool = False) -> Figure:
+    """All runs as points (coloured by `hue`) and the Pareto frontier of cost vs metric as a staircase."""
+    _require(df, cost, metric, hue)
+    data = df.dropna(subset=[cost, metric])
+    fig, (ax,) = _new_figure()
+    if hue is None:
+        ax.plot(data[cost], data[metric], ls="none", marker="o", color="#9e9e9e", alpha=0.7, label="runs")
+    else:
+        for i, (value, rows) in enumerate(data.groupby(hue, sort=True)):
+            ax.plot(rows[cost], rows[metric], ls="none", marker="o", alpha=0.7,
+                    color=PALETTE[i % len(PALETTE)], label=f"{hue}={value}")
+    front = pareto_frontier(data, cost, metric, minimize_metric)
+    ax.plot(front[cost], front[metric], drawstyle="steps-post", marker="o", mfc="none", color="black",
+            lw=1.0, label="Pareto frontier")
+    ax.set(xscale="log" if logx else "linear", yscale="log" if logy else "linear", xlabel=cost, ylabel=metric)
+    ax.legend(loc="best")
+    return fig
+
+
+@_styled
+def fig_mapping_schedule(q: float, stages: int, k: float = 8.0, b: float = 1.0,
+                         t: np.ndarray | None = None) -> Figure:
+    """Fig. 5: r/t against t (log axis) for each stage a = 1 .. stages of the mapping function."""
+    sched = mapping_schedule(q, stages, k, b, t)
+    fig, (ax,) = _new_figure()
+    cmap = mpl.colormaps["viridis"]
+    for a, rows in sched.groupby("stage", sort=True):
+        ax.plot(rows["t"], rows["r_over_t"], color=cmap((a - 1) / max(stages - 1, 1)), label=f"a = {a}")
+    ax.set(xscale="log", xlabel="t", ylabel="r/t", ylim=(-0.02, 1.02),
+           title=f"q = {q:g}, {stages} stages, k = {k:g}, b = {b:g}")
+    ax.legend(loc="best", ncols=2 if stages > 4 else 1)
+    return fig
+
+
+def _metric_vs(ax: Axes, df: pd.DataFrame, x: str, y: str, nfe_col: str | None) -> None:
+    """One line per NFE of the mean of y at each x, with +-1 std error bars where x repeats."""
+    for _, rows, colour, label in _groups(df.dropna(subset=[x, y]), nfe_col, y):
+        agg = rows.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
+        ax.plot(agg.index, agg["mean"], marker="o", color=colour, label=label)
+        if (agg["count"] > 1).any():
+            ax.errorbar(agg.index, agg["mean"], yerr=agg["std"].fillna(0.0), fmt="none", color=colour,
+                        capsize=2, lw=0.8)
+
+
+@_styled
+def fig_dropout(df: pd.DataFrame, x: str = "dropout", y: str = "fid", nfe_col: str = "nfe",
+                xlabel: str | None = None, ylabel: str | None = None) -> Figure:
+    """Fig. 7 (left): metric vs dropout rate, one line per NFE (mean +- std over repeated runs)."""
+    _require(df, x, y)
+    fig, (ax,) = _new_figure()
+    _metric_vs(ax, df, x, y, nfe_col)
+    ax.set(xlabel=xlabel or x, ylabel=ylabel or y)
+    ax.legend(loc="best")
+    return fig
+
+
+@_styled
+def fig_training_curve(df: pd.DataFrame, x: str = "step", y: str = "fid", nfe_col: str = "nfe",
+                       logy: bool = False, xlabel: str | None = None, ylabel: str | None = None) -> Figure:
+    """Fig. 7 (right): metric vs training iterations, one line per NFE (mean +- std over runs)."""
+    _require(df, x, y)
+    fig, (ax,) = _new_figure()
+    _metric_vs(ax, df, x, y, nfe_col)
+    ax.set(xlabel=xlabel or x, ylabel=ylabel or y, yscale="log" if logy else "linear")
+    ax.legend(loc="best")
+    return fig
+
+
+def save_figure(fig: Figure, path_without_suffix: str | Path) -> list[Path]:
+    """Write `<path>.png` and `<path>.pdf` (parents created); return both paths."""
+    base = Path(path_without_suffix)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    out = [base.parent / f"{base.name}.png", base.parent / f"{base.name}.pdf"]
+    with mpl.rc_context(STYLE):
+        for path in out:
+            fig.savefig(path)
+    return out
