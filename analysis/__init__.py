@@ -1,0 +1,31 @@
+"""Analysis of ECT scaling studies: power-law fits, Pareto frontiers, the paper's figures and tables.
+
+DataFrames in, numbers and matplotlib figures out. Imports nothing else of the project (the
+one-way rule): the orchestrator turns store queries into DataFrames and calls these functions.
+"""
+
+from .figures import (
+    fig_compute_scaling,
+    fig_dropout,
+    fig_mapping_schedule,
+    fig_model_size,
+    fig_pareto,
+    fig_training_curve,
+    save_figure,
+)
+from .frames import latest_evaluations, nfe_long
+from .pareto import add_inference_cost, pareto_frontier
+from .powerlaw import PowerLawFit, fit_power_law, pearson_loglog
+from .prediction import compute_for_target, predict
+from .reference import list_references, load_reference
+from .saturating import SaturatingFit, fit_saturating
+from .schedule import mapping_ratio, mapping_schedule
+from .tables import ablation_table, to_csv, to_latex, to_markdown
+
+__all__ = [
+    "PowerLawFit", "SaturatingFit", "ablation_table", "add_inference_cost", "compute_for_target",
+    "fig_compute_scaling", "fig_dropout", "fig_mapping_schedule", "fig_model_size", "fig_pareto",
+    "fig_training_curve", "fit_power_law", "fit_saturating", "latest_evaluations", "list_references",
+    "load_reference", "mapping_ratio", "mapping_schedule", "nfe_long", "pareto_frontier", "pearson_loglog",
+    "predict", "save_figure", "to_csv", "to_latex", "to_markdown",
+]

@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from .pareto import pareto_frontier
 from .powerlaw import PowerLawFit, fit_power_law
@@ -52,6 +53,18 @@ def _new_figure(ncols: int = 1, width: float = COLUMN_WIDTH, height: float = HEI
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
+
+
+def _plain_log_ticks(ax: Axes) -> None:
+    """Label log axes with plain numbers (1, 2, 5, ... per decade, denser on short ranges)."""
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() != "log" or lo <= 0:
+            continue
+        decades = np.log10(hi / lo)
+        subs = (1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1 else (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
+        axis.set_major_locator(LogLocator(base=10.0, subs=subs))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
 
 
 def _require(df: pd.DataFrame, *cols: str | None) -> None:
@@ -107,7 +120,7 @@ def fig_compute_scaling(df: pd.DataFrame, x: str = "normalized_compute", y: str 
     for nfe, rows, colour, label in _groups(data, nfe_col, y):
         colours[nfe] = colour
         ax.plot(rows[x], rows[y], ls="none", marker="o", color=colour, label=label)
-        fit = (fits or {}).get(nfe) if fits is not None else _try_fit(rows, x, y)
+        fit = fits.get(nfe) if fits is not None else _try_fit(rows, x, y)
         if fit is not None and len(rows):
             grid = np.geomspace(rows[x].min(), rows[x].max(), 100)
             ax.plot(grid, fit.mean(grid), color=colour, lw=1.0, label=fit_label(fit, label))
@@ -118,6 +131,7 @@ def fig_compute_scaling(df: pd.DataFrame, x: str = "normalized_compute", y: str 
             ax.plot(grid, ref.K * grid**ref.alpha, ls="--", lw=0.9, color=colour, alpha=0.7,
                     label=f"paper {step_label(ref.nfe)}: K={ref.K:g}, α={ref.alpha:.3f}")
     ax.set(xscale="log", yscale="log", xlabel=xlabel or x, ylabel=ylabel or y)
+    _plain_log_ticks(ax)
     ax.legend(loc="best")
     return fig
 
@@ -144,12 +158,14 @@ def fig_model_size(df: pd.DataFrame, metric: str = "fid", nfe_col: str = "nfe", 
             if fit is not None:
                 grid = np.geomspace(rows[xcol].min(), rows[xcol].max(), 100)
                 ax.plot(grid, fit.mean(grid), color=colour, lw=0.9, ls="--",
-                        label=f"{label} fit: α={fit.alpha:.3f}, r={fit.r:.3f}")
+                        label=f"fit α={fit.alpha:.3f}, r={fit.r:.2f}")
             if label_col is not None and i == 0:
                 for xv, yv, name in zip(rows[xcol], rows[metric], rows[label_col]):
                     ax.annotate(str(name), (xv, yv), xytext=(3, 3), textcoords="offset points", fontsize=6)
         ax.set(xscale="log", yscale="log", xlabel=xcol, ylabel=ylabel or metric)
-        ax.legend(loc="best", markerscale=0.5)
+        _plain_log_ticks(ax)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, markerscale=0.5,
+                  columnspacing=1.0, handlelength=1.5)
     return fig
 
 
@@ -170,6 +186,7 @@ def fig_pareto(df: pd.DataFrame, cost: str, metric: str, minimize_metric: bool =
     ax.plot(front[cost], front[metric], drawstyle="steps-post", marker="o", mfc="none", color="black",
             lw=1.0, label="Pareto frontier")
     ax.set(xscale="log" if logx else "linear", yscale="log" if logy else "linear", xlabel=cost, ylabel=metric)
+    _plain_log_ticks(ax)
     ax.legend(loc="best")
     return fig
 
@@ -185,12 +202,14 @@ def fig_mapping_schedule(q: float, stages: int, k: float = 8.0, b: float = 1.0,
         ax.plot(rows["t"], rows["r_over_t"], color=cmap((a - 1) / max(stages - 1, 1)), label=f"a = {a}")
     ax.set(xscale="log", xlabel="t", ylabel="r/t", ylim=(-0.02, 1.02),
            title=f"q = {q:g}, {stages} stages, k = {k:g}, b = {b:g}")
+    _plain_log_ticks(ax)
     ax.legend(loc="best", ncols=2 if stages > 4 else 1)
     return fig
 
 
 def _metric_vs(ax: Axes, df: pd.DataFrame, x: str, y: str, nfe_col: str | None) -> None:
     """One line per NFE of the mean of y at each x, with +-1 std error bars where x repeats."""
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     for _, rows, colour, label in _groups(df.dropna(subset=[x, y]), nfe_col, y):
         agg = rows.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
         ax.plot(agg.index, agg["mean"], marker="o", color=colour, label=label)
@@ -219,6 +238,7 @@ def fig_training_curve(df: pd.DataFrame, x: str = "step", y: str = "fid", nfe_co
     fig, (ax,) = _new_figure()
     _metric_vs(ax, df, x, y, nfe_col)
     ax.set(xlabel=xlabel or x, ylabel=ylabel or y, yscale="log" if logy else "linear")
+    _plain_log_ticks(ax)
     ax.legend(loc="best")
     return fig
 

@@ -144,3 +144,23 @@ def test_training_from_imported_weights_starts_from_them(tmp_path):
     result = train(cfg, tmp_path / "run")
     trained = torch.load(result.checkpoint, weights_only=True)["net"]
     assert all(torch.allclose(trained[k], v, atol=1e-6) for k, v in net.state_dict().items())
+
+
+def test_edm2_state_dict_with_unet_prefix_and_logvar_head(tmp_path):
+    cfg = TrainConfig.model_validate({**TINY, "network": {"arch": "edm2", "model_channels": 16, "channel_mult": [1, 2],
+                                                          "num_blocks": 1, "attn_resolutions": [], "conditional": True}})
+    torch.manual_seed(0)
+    net = build_model(cfg, (1, 8, 8), 10)
+    state = {k.replace("model.", "unet.", 1): v for k, v in net.state_dict().items()}
+    state["logvar_fourier.freqs"] = torch.zeros(128)
+    state["logvar_linear.weight"] = torch.zeros(1, 128)
+    torch.save(state, tmp_path / "edm2.pt")
+    imported, report = import_weights(tmp_path / "edm2.pt", net)
+    assert report.ok and report.ignored == ["logvar_fourier.freqs", "logvar_linear.weight"]
+    assert all(torch.equal(imported[k], v) for k, v in net.state_dict().items())
+
+
+def test_paper_edm2_targets_match_table_7():
+    for arch, millions in (("edm2-s", 280.2), ("edm2-m", 497.8), ("edm2-l", 777.5), ("edm2-xl", 1119.3)):
+        n = sum(p.numel() for p in reference_model(arch).parameters())
+        assert round(n / 1e6, 1) == millions, arch

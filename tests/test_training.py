@@ -216,3 +216,17 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
 def test_batch_per_device_must_divide_the_batch():
     with pytest.raises(ValueError, match="must divide schedule.batch_size"):
         digits_config(schedule={"batch_size": 16, "iterations": 2, "batch_per_device": 5})
+
+
+def test_edm2_network_trains_with_ect_and_forced_weight_norm(tmp_path):
+    """A tiny EDM2 UNet: the ECT step runs (the target pass must not re-normalise the weights the
+    x_t pass saved for backward) and the loss stays finite."""
+    cfg = digits_config(network={"arch": "edm2", "model_channels": 16, "channel_mult": [1, 2], "num_blocks": 1,
+                                 "attn_resolutions": [], "dropout": 0.2, "dropout_res": 8, "conditional": True},
+                        optim={"name": "adam", "lr": 1e-3, "betas": [0.9, 0.99], "decay": "inv_sqrt", "t_ref": 4},
+                        ema={"kind": "power", "sigma_rels": [0.05, 0.1]})
+    result = train(cfg, tmp_path)
+    assert result.status == "completed" and result.final_loss is not None
+    state = load_checkpoint(result.checkpoint)
+    assert set(state["emas"]) == {"power0.05", "power0.1"}
+    assert any(k.startswith("model.enc.8x8_block0.conv_res0") for k in state["net"])

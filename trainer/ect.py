@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from .config import ECTConfig
+from .networks.edm2 import no_forced_weight_norm
 from .precond import Precond
 
 
@@ -138,7 +139,9 @@ def ect_loss(
     target_pass = bool((r > 0).any())
     if target_pass:
         rng.replay()
-        with torch.no_grad(), ctx():
+        # EDM2's forced weight normalisation rewrites weights in train mode; the no-grad target pass
+        # must not touch the weights that the x_t pass saved for its backward (no-op elsewhere).
+        with torch.no_grad(), ctx(), no_forced_weight_norm(net):
             # The online network in train mode (not the EMA); r = 0 rows are replaced by x_0 below,
             # so they are evaluated at t only to keep log(r) finite.
             f_r = net(x_r, torch.where(r > 0, r, t), labels)

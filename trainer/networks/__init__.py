@@ -10,17 +10,19 @@ from typing import Any, Callable
 
 import torch
 
+from .edm2 import UNet as EDM2UNet
 from .mlp import MLP
 from .songunet import SongUNet
 
-__all__ = ["NETWORKS", "build_network", "SongUNet", "MLP", "count_parameters"]
+__all__ = ["NETWORKS", "build_network", "SongUNet", "EDM2UNet", "MLP", "count_parameters"]
 
 Builder = Callable[[Any, tuple[int, ...], int], torch.nn.Module]
 
 
-def _build_songunet(cfg: Any, sample_shape: tuple[int, ...], label_dim: int) -> SongUNet:
+def _square_image(cfg: Any, sample_shape: tuple[int, ...], arch: str) -> tuple[int, int]:
+    """(channels, side) of square image data whose side the UNet's levels can halve."""
     if len(sample_shape) != 3:
-        raise ValueError(f"network.arch 'songunet' needs image data (C, H, W), got sample shape {sample_shape}")
+        raise ValueError(f"network.arch {arch!r} needs image data (C, H, W), got sample shape {sample_shape}")
     channels, height, width = sample_shape
     factor = 2 ** (len(cfg.channel_mult) - 1)
     if height != width or height % factor:
@@ -28,6 +30,11 @@ def _build_songunet(cfg: Any, sample_shape: tuple[int, ...], label_dim: int) -> 
             f"network.channel_mult has {len(cfg.channel_mult)} levels, which needs square images with a side"
             f" divisible by {factor}; got {height}x{width}"
         )
+    return channels, height
+
+
+def _build_songunet(cfg: Any, sample_shape: tuple[int, ...], label_dim: int) -> SongUNet:
+    channels, height = _square_image(cfg, sample_shape, "songunet")
     return SongUNet(
         img_resolution=height,
         in_channels=channels,
@@ -45,6 +52,23 @@ def _build_songunet(cfg: Any, sample_shape: tuple[int, ...], label_dim: int) -> 
     )
 
 
+def _build_edm2(cfg: Any, sample_shape: tuple[int, ...], label_dim: int) -> EDM2UNet:
+    channels, height = _square_image(cfg, sample_shape, "edm2")
+    return EDM2UNet(
+        img_resolution=height,
+        img_channels=channels,
+        label_dim=label_dim,
+        model_channels=cfg.model_channels,
+        channel_mult=list(cfg.channel_mult),
+        num_blocks=cfg.num_blocks,
+        attn_resolutions=list(cfg.attn_resolutions),
+        label_balance=cfg.label_balance,
+        concat_balance=cfg.concat_balance,
+        dropout=cfg.dropout,
+        dropout_res=cfg.dropout_res,
+    )
+
+
 def _build_mlp(cfg: Any, sample_shape: tuple[int, ...], label_dim: int) -> MLP:
     if len(sample_shape) != 1:
         raise ValueError(f"network.arch 'mlp' needs point data (D,), got sample shape {sample_shape}")
@@ -58,7 +82,7 @@ def _build_mlp(cfg: Any, sample_shape: tuple[int, ...], label_dim: int) -> MLP:
     )
 
 
-NETWORKS: dict[str, Builder] = {"songunet": _build_songunet, "mlp": _build_mlp}
+NETWORKS: dict[str, Builder] = {"songunet": _build_songunet, "edm2": _build_edm2, "mlp": _build_mlp}
 
 
 def build_network(cfg: Any, *, sample_shape: tuple[int, ...], label_dim: int) -> torch.nn.Module:

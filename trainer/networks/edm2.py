@@ -363,8 +363,8 @@ class UNet(torch.nn.Module):
             else:
                 self.dec[f"{res}x{res}_up"] = block(cout, cout, res, flavor="dec", resample_mode="up")
             for idx in range(num_blocks + 1):
-                attn = res in attn_resolutions
-                self.dec[f"{res}x{res}_block{idx}"] = block(cout + skips.pop(), channels, res, flavor="dec", attention=attn)
+                cin, attn = cout + skips.pop(), res in attn_resolutions
+                self.dec[f"{res}x{res}_block{idx}"] = block(cin, channels, res, flavor="dec", attention=attn)
                 cout = channels
         return cout
 
@@ -391,7 +391,9 @@ class UNet(torch.nn.Module):
             x = block(x, emb)
         return self.out_conv(x, gain=self.out_gain)
 
-    def _embed(self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+    def _embed(
+        self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None
+    ) -> torch.Tensor:
         """Noise (+ class) embedding [N, cemb]: mp_sum of the two, then mp_silu (Fig. 21)."""
         emb = self.emb_noise(self.emb_fourier(noise_labels))
         if self.emb_label is not None:
@@ -405,7 +407,8 @@ class UNet(torch.nn.Module):
 # ---------------------------------------------------------------------------- presets
 
 EDM2_IMAGENET64: dict = dict(
-    img_resolution=64, img_channels=3, label_dim=1000, channel_mult=[1, 2, 3, 4], num_blocks=3, attn_resolutions=[16, 8]
+    img_resolution=64, img_channels=3, label_dim=1000, channel_mult=[1, 2, 3, 4], num_blocks=3,
+    attn_resolutions=[16, 8],
 )
 """EDM2's ImageNet-64 layout (pixel space, class-conditional)."""
 

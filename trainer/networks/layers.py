@@ -15,6 +15,7 @@ the non-fused resampling path is implemented (DDPM++ never uses the fused one).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -170,7 +171,12 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     q, k: [N, C, L]; result [N, L_q, L_k] (EDM's `AttentionOp`, with autograd's backward).
     Autocast is disabled locally so the logits and softmax really are float32.
     """
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    no_autocast = (
+        torch.autocast(device_type=q.device.type, enabled=False)
+        if q.device.type in ("cpu", "cuda")
+        else contextlib.nullcontext()  # meta tensors (FLOP counting, shape checks) have no autocast
+    )
+    with no_autocast:
         scale = 1 / math.sqrt(k.shape[1])
         logits = torch.einsum("ncq,nck->nqk", q.to(torch.float32), (k * scale).to(torch.float32))
         return logits.softmax(dim=2).to(q.dtype)

@@ -1,0 +1,123 @@
+"""Time the analysis module on a synthetic 50-run study: the fits (1000 bootstrap resamples) and every figure.
+
+The study mimics what the store hands over: a long evaluations frame (run, step, NFE, metric,
+value) and a runs frame. 18 compute-scaling runs (6 budgets x 3 seeds), 16 dropout runs (8 rates x
+2 seeds), 8 model-size runs (4 sizes x 2 seeds) and 8 training-curve runs (10 evaluations each),
+every run evaluated at NFE 1 and 2. Figures are written as PNG + PDF to a temporary directory.
+Target: total < 5 s on 2 CPU cores.
+
+    python benchmarks/analysis.py [--bootstrap 1000] [--sat-bootstrap 200] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # this file would shadow the package
+sys.path.insert(0, str(HERE.parent))
+
+T_START = time.perf_counter()
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+import analysis as A  # noqa: E402
+
+T_IMPORT = time.perf_counter() - T_START
+
+SIZES = {"S": (101.9, 280.2), "M": (180.8, 497.8), "L": (282.2, 777.5), "XL": (405.9, 1119.3)}
+
+
+def synthetic_study(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, evaluations) frames of a 50-run study shaped like the store's."""
+    rng = np.random.default_rng(seed)
+    runs: list[dict[str, Any]] = []
+    evals: list[dict[str, Any]] = []
+
+    def add(kind: str, steps: list[int], fd: Callable[[int, int], float], **cols: Any) -> None:
+        run_id = f"r{len(runs):02d}"
+        runs.append({"run_id": run_id, "kind": kind, **cols})
+        for step in steps:
+            for nfe in (1, 2):
+                value = fd(nfe, step) * float(np.exp(rng.normal(0.0, 0.02)))
+                evals.append({"run_id": run_id, "step": step, "nfe": nfe, "metric": "fd", "value": value})
+
+    for budget in 2.0 ** np.arange(6):
+        for s in range(3):
+            add("compute", [100_000], lambda n, _, b=budget: (263 * b**-0.06) if n == 1 else (164 * b**-0.028),
+                normalized_compute=budget, dropout=0.2, model_gflops=21.3, mparams=55.7, seed=s)
+    for p in np.linspace(0.0, 0.7, 8):
+        for s in range(2):
+            add("dropout", [100_000], lambda n, _, p=p: (5.0 if n == 1 else 3.0) * (1 + 2 * (p - 0.3) ** 2),
+                normalized_compute=1.0, dropout=p, model_gflops=21.3, mparams=55.7, seed=s)
+    for name, (gflops, mparams) in SIZES.items():
+        for s in range(2):
+            add("size", [100_000], lambda n, _, g=gflops: (40 if n == 1 else 20) * g**-0.35,
+                normalized_compute=1.0, dropout=0.4, model_gflops=gflops, mparams=mparams, model=f"ECM-{name}", seed=s)
+    for s in range(8):
+        add("curve", list(range(10_000, 100_001, 10_000)),
+            lambda n, step: (3.0 if n == 1 else 2.0) + 30_000 / step, normalized_compute=1.0, dropout=0.2,
+            model_gflops=21.3, mparams=55.7, seed=s)
+    return pd.DataFrame(runs), pd.DataFrame(evals)
+
+
+def timed(label: str, timings: dict[str, float], fn: Callable[[], Any]) -> Any:
+    start = time.perf_counter()
+    out = fn()
+    timings[label] = time.perf_counter() - start
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", type=int, default=1000, help="resamples of the power-law fit")
+    parser.add_argument("--sat-bootstrap", type=int, default=200, help="resamples of the saturating fit "
+                        "(each is one least_squares refit, ~3 ms here)")
+    parser.add_argument("--out", type=Path, default=None, help="keep the figures here (default: a temp dir)")
+    args = parser.parse_args()
+    timings: dict[str, float] = {"import analysis (matplotlib, scipy, pandas)": T_IMPORT}
+    runs, evals = timed("synthetic study (50 runs)", timings, synthetic_study)
+    with TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp)
+        final = timed("latest_evaluations + join", timings,
+                      lambda: A.latest_evaluations(evals).merge(runs, on="run_id"))
+        compute = final[final.kind == "compute"]
+        one = compute[compute.nfe == 1]
+        fit = timed(f"fit_power_law ({args.bootstrap} bootstrap)", timings,
+                    lambda: A.fit_power_law(one.normalized_compute, one.fd, bootstrap=args.bootstrap))
+        sat = timed(f"fit_saturating ({args.sat_bootstrap} bootstrap)", timings,
+                    lambda: A.fit_saturating(one.normalized_compute, one.fd, bootstrap=args.sat_bootstrap))
+        timed("predict + compute_for_target", timings,
+              lambda: A.compute_for_target(fit, A.predict(fit, 64.0)[0]))
+        size = A.add_inference_cost(final[final.kind == "size"])
+        figures: dict[str, Callable[[], Any]] = {
+            "fig_compute_scaling": lambda: A.fig_compute_scaling(compute, y="fd",
+                                                                 paper_fits=A.load_reference("fig4_fits")),
+            "fig_model_size": lambda: A.fig_model_size(size, metric="fd", gflops="model_gflops", label_col="model"),
+            "fig_pareto": lambda: A.fig_pareto(size, "inference_cost", "fd", hue="nfe"),
+            "fig_mapping_schedule": lambda: A.fig_mapping_schedule(2, 8),
+            "fig_dropout": lambda: A.fig_dropout(final[final.kind == "dropout"], y="fd"),
+            "fig_training_curve": lambda: A.fig_training_curve(
+                evals[evals.run_id.isin(runs.run_id[runs.kind == "curve"])].rename(columns={"value": "fd"}), y="fd"),
+        }
+        for name, make in figures.items():
+            timed(f"{name} + save_figure (png, pdf)", timings, lambda m=make, n=name: A.save_figure(m(), out / n))
+        timed("ablation_table + markdown/latex/csv", timings, lambda: [
+            f(A.ablation_table(final[final.kind == "dropout"].assign(label=lambda d: d.dropout.round(2)),
+                               "label", ["fd"])) for f in (A.to_markdown, A.to_latex, A.to_csv)])
+    width = max(map(len, timings))
+    for label, seconds in timings.items():
+        print(f"{label:<{width}}  {seconds:7.3f} s")
+    print(f"{'total':<{width}}  {sum(timings.values()):7.3f} s")
+    print(f"fit: K={fit.K:.1f} alpha={fit.alpha:.4f} CI={tuple(round(v, 4) for v in fit.alpha_ci)} r={fit.r:.4f}; "
+          f"saturating converged={sat.converged} {sat.reason}")
+
+
+if __name__ == "__main__":
+    main()
