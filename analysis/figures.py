@@ -28,12 +28,14 @@ from .schedule import mapping_schedule
 COLUMN_WIDTH = 3.3
 FULL_WIDTH = 6.8
 HEIGHT = 2.4
+DENSE_LOG_SUBS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
 STYLE: dict[str, Any] = {
     "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 6.5,
     "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2, "lines.markersize": 4,
     "axes.linewidth": 0.6, "axes.grid": True, "grid.linewidth": 0.4, "grid.alpha": 0.3,
     "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
+    # keep both equal: matplotlib 3.11 sizes PDF glyph subsets from ps.fonttype
     "pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 300, "savefig.bbox": "tight",
     "savefig.pad_inches": 0.02,
 }
@@ -61,7 +63,7 @@ def _plain_log_ticks(ax: Axes) -> None:
         if axis.get_scale() != "log" or lo <= 0:
             continue
         decades = np.log10(hi / lo)
-        subs = (1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1 else (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
+        subs = (1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1 else DENSE_LOG_SUBS
         axis.set_major_locator(LogLocator(base=10.0, subs=subs))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_formatter(NullFormatter())

@@ -5,8 +5,10 @@ Residuals are ln FD - ln(E + K C^alpha), minimised with a Huber loss (scipy's le
 Budgets are divided by their geometric mean inside the fit for conditioning; reported K is in the
 caller's units. Several starting points are tried and the lowest cost wins. The fit counts as
 converged only when the optimiser succeeded, at least one residual degree of freedom is left,
-no parameter sits on a bound and the Gauss-Newton covariance s^2 (J^T J)^-1 is finite; only then
-are standard errors and bootstrap intervals reported.
+no parameter sits on a bound (E below 0.1 % of the smallest FD counts as E = 0) and the
+Gauss-Newton covariance s^2 (J^T J)^-1 is finite; only then are standard errors and bootstrap
+intervals reported. Bootstrap refits that fail or land on a bound are skipped; `n_bootstrap`
+says how many were kept.
 """
 
 from __future__ import annotations

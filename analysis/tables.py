@@ -55,7 +55,7 @@ def _reference_index(reference: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def _cell(value: Any, floatfmt: str, na: str) -> str:
-    if value is None or (isinstance(value, Real) and not isinstance(value, Integral) and np.isnan(value)):
+    if not isinstance(value, str) and pd.api.types.is_scalar(value) and pd.isna(value):
         return na
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))

@@ -251,3 +251,17 @@ def test_image_zip_skips_macos_metadata(tmp_path: Path) -> None:
         zf.writestr("a/._img1.png", b"resource fork")
     d = load_dataset(ImageFolderData(path=zpath))
     assert len(d) == 1 and torch.equal(d.x, torch.ones(1, 1, 8, 8))
+
+
+def test_image_folder_declared_shape_is_checked(tmp_path: Path) -> None:
+    for i in range(2):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": [["0.png", 0], ["1.png", 2]]}))
+    d = load_dataset(ImageFolderData(path=tmp_path, resolution=8, channels=3, num_classes=10))
+    assert d.num_classes == 10 and d.sample_shape == (3, 8, 8)
+    with pytest.raises(DataError, match="data.resolution is 16 but the files have 8"):
+        load_dataset(ImageFolderData(path=tmp_path, resolution=16))
+    with pytest.raises(DataError, match="data.channels is 1"):
+        load_dataset(ImageFolderData(path=tmp_path, channels=1))
+    with pytest.raises(DataError, match="data.num_classes is 2 but dataset.json uses label 2"):
+        load_dataset(ImageFolderData(path=tmp_path, num_classes=2))

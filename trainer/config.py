@@ -47,10 +47,17 @@ class Cifar10Data(Strict):
 
 
 class ImageFolderData(Strict):
-    """A folder or EDM-style zip of PNG/JPEG images with an optional `dataset.json` of labels."""
+    """A folder or EDM-style zip of PNG/JPEG images with an optional `dataset.json` of labels.
+
+    `resolution`, `channels` and `num_classes`, when given, are checked against the files and let
+    `ect study plan` size the network without reading the dataset.
+    """
 
     name: Literal["image_folder"] = "image_folder"
     path: Path
+    resolution: int | None = Field(None, ge=4)
+    channels: Literal[1, 3] | None = None
+    num_classes: int | None = Field(None, ge=0)
 
 
 DataConfig = Annotated[

@@ -278,8 +278,23 @@ def _image_folder(cfg: Any) -> Dataset:
         arrays.append(arr)
     labels = None if meta is None else _folder_labels(meta, f"{path}/dataset.json", list(images))
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().contiguous().div_(127.5).sub_(1.0)
-    num_classes = 0 if labels is None else int(labels.max()) + 1
+    num_classes = _declared_shape(cfg, path, x.shape[2], x.shape[1], 0 if labels is None else int(labels.max()) + 1)
     return Dataset(x, None if labels is None else torch.from_numpy(labels), num_classes, cfg.name)
+
+
+def _declared_shape(cfg: Any, path: Path, resolution: int, channels: int, num_classes: int) -> int:
+    """Check the config's declared resolution / channels / classes against the files; returns the
+    number of classes (the declared one when given: labels need not use every class id)."""
+    for field, found in (("resolution", resolution), ("channels", channels)):
+        declared = getattr(cfg, field, None)
+        if declared is not None and declared != found:
+            raise DataError(f"{path}: data.{field} is {declared} but the files have {found}")
+    declared = getattr(cfg, "num_classes", None)
+    if declared is None:
+        return num_classes
+    if num_classes > declared:
+        raise DataError(f"{path}: data.num_classes is {declared} but dataset.json uses label {num_classes - 1}")
+    return declared
 
 
 def data_shape(cfg: Any) -> tuple[tuple[int, ...], int]:
@@ -290,5 +305,7 @@ def data_shape(cfg: Any) -> tuple[tuple[int, ...], int]:
         return (2,), 0
     if cfg.name == "cifar10":
         return (3, 32, 32), 10
+    if cfg.resolution is not None and cfg.channels is not None and cfg.num_classes is not None:
+        return (cfg.channels, cfg.resolution, cfg.resolution), cfg.num_classes
     d = load_dataset(cfg)
     return d.sample_shape, d.num_classes
