@@ -32,7 +32,11 @@ _E_FLOOR_TOL = 1e-3
 
 @dataclass(frozen=True)
 class SaturatingFit:
-    """Result of `fit_saturating`. Standard errors, covariance and intervals are None unless converged."""
+    """Result of `fit_saturating`. Standard errors, covariance and intervals are None unless converged.
+
+    `cov` is the covariance of (E, ln K, alpha); `se_log_K` is the SE of ln K (K's delta-method
+    SE is K * se_log_K).
+    """
 
     E: float
     K: float

@@ -82,6 +82,7 @@ def run_trial(config: dict[str, Any]) -> None:
         "final", status=result.status, step=result.step, message=result.message,
         images_seen=result.images_seen, train_flops=result.train_flops,
         flops_per_sample=result.flops_per_sample, normalized_compute=result.normalized_compute,
+        num_params=result.num_params,
         checkpoint=str(result.checkpoint) if result.checkpoint else None,
         wall_seconds=time.perf_counter() - start,
     )

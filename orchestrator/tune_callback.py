@@ -47,7 +47,7 @@ class StoreCallback(tune.Callback):
             self.store.update_run(rid, checkpoint=result["path"], node=result["node"])
         elif kind == "final":
             keys = ("step", "images_seen", "train_flops", "flops_per_sample", "normalized_compute",
-                    "checkpoint", "wall_seconds")
+                    "num_params", "checkpoint", "wall_seconds")
             self.store.update_run(rid, status=result["status"], finished_at=now(), node=result["node"],
                                   error=result["message"] or None, **{k: result[k] for k in keys})
             self._changed(rid, {"status": result["status"], "step": result["step"]})

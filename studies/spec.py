@@ -47,9 +47,15 @@ class Variant(Strict):
 
 
 class Pretrain(Strict):
-    """Diffusion pretraining (ECT stage a = 0) whose final EMA initialises every tuning run."""
+    """Diffusion pretraining (ECT stage a = 0) whose final EMA initialises the tuning runs.
+
+    The pretraining config is the base config with `overrides`. Keys listed in `inherit` (dotted
+    config paths, e.g. `network.model_channels` for a model-size study) take each tuning run's value,
+    giving one pretraining run per distinct value; runs with equal pretraining configs share one.
+    """
 
     overrides: dict[str, Any] = Field(default_factory=dict)
+    inherit: list[str] = Field(default_factory=list)
 
 
 class Resources(Strict):
@@ -154,17 +160,28 @@ def _combinations(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _pretrain_for(spec: StudySpec, overrides: dict[str, Any]) -> TrainConfig:
+    """The pretraining config that a tuning run with these overrides starts from."""
+    inherited = {k: v for k, v in overrides.items() if k in spec.pretrain.inherit}
+    return apply_overrides(spec.base, {**inherited, "ect.mode": "pretraining", "init": None,
+                                       **spec.pretrain.overrides})
+
+
 def expand(spec: StudySpec) -> list[RunSpec]:
-    """All runs of the study: the pretraining run (if any) first, then one run per variant, grid point and seed."""
+    """All runs of the study: pretraining runs (if any) first, then one run per variant, grid point and seed."""
+    pretrains: dict[str, RunSpec] = {}
     runs: list[RunSpec] = []
-    pre_id = None
-    if spec.pretrain is not None:
-        overrides = {"ect.mode": "pretraining", "init": None, **spec.pretrain.overrides}
-        pre_cfg = apply_overrides(spec.base, overrides)
-        pre_id = run_id_of(pre_cfg, None)
-        runs.append(RunSpec(run_id=pre_id, study=spec.name, label="pretrain", role="pretrain", config=pre_cfg,
-                            params={"stage": "pretrain"}, resources=spec.resources))
     for label, overrides in _combinations(spec):
+        pre_id = None
+        if spec.pretrain is not None:
+            pre_cfg = _pretrain_for(spec, overrides)
+            pre_id = run_id_of(pre_cfg, None)
+            if pre_id not in pretrains:
+                inherited = {k: v for k, v in overrides.items() if k in spec.pretrain.inherit}
+                pre_label = "_".join(["pretrain"] + [f"{k.split('.')[-1]}={v}" for k, v in inherited.items()])
+                pretrains[pre_id] = RunSpec(run_id=pre_id, study=spec.name, label=pre_label, role="pretrain",
+                                            config=pre_cfg, params={"stage": "pretrain", **inherited},
+                                            resources=spec.resources)
         for seed in spec.seeds:
             cfg = apply_overrides(spec.base, {**overrides, "seed": seed})
             run_label = label if len(spec.seeds) == 1 else f"{label}_seed{seed}"
@@ -173,6 +190,7 @@ def expand(spec: StudySpec) -> list[RunSpec]:
                 role="tune" if pre_id else "run", config=cfg, params={**overrides, "seed": seed},
                 depends_on=pre_id, resources=spec.resources,
             ))
+    runs = list(pretrains.values()) + runs
     seen: dict[str, str] = {}
     for r in runs:
         if r.run_id in seen:

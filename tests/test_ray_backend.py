@@ -1,5 +1,6 @@
 """Studies through real Ray (a local 2-CPU instance on loopback) into a real SQLite file."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -66,6 +67,15 @@ def test_study_end_to_end_then_resubmission_runs_nothing(tmp_path, ray_session):
     again = invoke("study", "run", str(spec), "--db", db, "--storage", storage)
     assert again.exit_code == 0 and "0 new, 0 to run" in again.stdout
     assert list(Store(database_url(db)).runs_frame("e2e")["attempts"]) == [1, 1, 1]
+    # the results feed the analysis: figures and the ablation table are written and readable
+    figs = invoke("figures", "regenerate", "--study", "e2e", "--out", str(tmp_path / "figs"), "--db", db)
+    assert figs.exit_code == 0, figs.output
+    table = (tmp_path / "figs" / "ablation.md").read_text()
+    assert "q=2 · NFE 1" in table and "q=4 · NFE 2" in table
+    assert (tmp_path / "figs" / "mapping_schedule.png").stat().st_size > 1000
+    pareto = invoke("analyze", "pareto", "--study", "e2e", "--cost", "train_compute", "--y", "swd", "--json", "--db", db)
+    assert pareto.exit_code == 0, pareto.output
+    assert {r["label"] for r in json.loads(pareto.stdout)} <= {"q=2", "q=4"}
 
 
 def test_failing_and_diverging_runs_do_not_stop_the_others(tmp_path, ray_session):
@@ -90,3 +100,6 @@ def test_failing_and_diverging_runs_do_not_stop_the_others(tmp_path, ray_session
     assert runs.loc["diverges", "status"] == "diverged" and "non-finite" in runs.loc["diverges", "error"]
     status = invoke("study", "status", "faults", "--db", db, "--json")
     assert status.exit_code == 0 and '"incomplete"' in status.stdout
+    fit = invoke("analyze", "fit", "--study", "faults", "--x", "train_compute", "--y", "swd", "--db", db)
+    assert fit.exit_code == 1 and "left out 2 run(s) not completed" in fit.stderr
+    assert "diverges (diverged)" in fit.stderr and "at least 3 points" in fit.stderr

@@ -127,3 +127,16 @@ def test_override_order_does_not_matter():
     one = apply_overrides(TrainConfig(), {"optim.lr": 0.5, "optim.name": "adam", "network.dropout": 0.3,
                                           "network.arch": "mlp", "data.name": "swissroll"})
     assert (one.optim.lr, one.optim.name, one.network.arch, one.network.dropout) == (0.5, "adam", "mlp", 0.3)
+
+
+def test_pretraining_inherits_listed_keys_per_run():
+    s = spec(pretrain={"overrides": {"schedule.iterations": 20}, "inherit": ["network.hidden"]},
+             grid={"network.hidden": [16, 32], "ect.q": [2, 4]})
+    runs = expand(s)
+    pres = [r for r in runs if r.role == "pretrain"]
+    assert sorted(p.config.network.hidden for p in pres) == [16, 32] and len(runs) == 2 + 4
+    for r in runs:
+        if r.role == "tune":
+            parent = next(p for p in pres if p.run_id == r.depends_on)
+            assert parent.config.network.hidden == r.config.network.hidden
+            assert parent.config.ect.q == 2.0  # not inherited: the base value

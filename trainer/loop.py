@@ -36,6 +36,7 @@ class TrainResult:
     images_seen: int
     train_flops: float
     flops_per_sample: int
+    num_params: int
     checkpoint: Path | None
     final_loss: float | None
     message: str = ""
@@ -258,8 +259,9 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter | None = None, res
 
     def result(status: str, step: int, message: str = "") -> TrainResult:
         ckpt = run.checkpoint_path if run.checkpoint_path.exists() else None
+        num_params = sum(p.numel() for p in run.net.parameters())
         return TrainResult(
-            status, step, run.images_seen, run.train_flops, run.flops_per_sample, ckpt, loss_value, message
+            status, step, run.images_seen, run.train_flops, run.flops_per_sample, num_params, ckpt, loss_value, message
         )
 
     while run.step < total:

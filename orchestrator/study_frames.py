@@ -1,0 +1,61 @@
+"""The store's rows reshaped into the DataFrames that `analysis` works on (one row per run and sampler).
+
+Columns: run facts (run_id, label, role, status, train_flops, normalized_compute, images_seen,
+num_params, flops_per_sample, model_gflops, wall_seconds), evaluation facts (nfe, sampler, step,
+one column per metric, and `fd` when the study measured exactly one Fréchet distance), and every
+flattened config key (e.g. network.dropout, ect.q).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis import latest_evaluations
+
+from .store import Store
+
+ALIASES = {"train_compute": "train_flops", "compute": "normalized_compute", "params": "num_params",
+           "gflops": "model_gflops", "dropout": "network.dropout"}
+
+
+def study_frame(store: Store, study: str) -> pd.DataFrame:
+    """Latest evaluation of every run of `study` per (NFE, sampler), joined with run facts and parameters."""
+    runs = store.runs_frame(study).drop_duplicates("run_id")
+    evals = store.evaluations_frame(study)
+    if evals.empty:
+        evals = pd.DataFrame(columns=["run_id", "step", "nfe", "metric", "sampler", "value"])
+    wide = latest_evaluations(evals.drop_duplicates(["run_id", "step", "nfe", "metric", "sampler"]),
+                              keys=("run_id", "nfe", "sampler"))
+    fd_cols = [c for c in wide.columns if str(c).startswith("fd_")]
+    if len(fd_cols) == 1:
+        wide["fd"] = wide[fd_cols[0]]
+    runs = runs.drop(columns=["step"])  # the evaluation's step is the one that matters here
+    runs["model_gflops"] = runs["flops_per_sample"] / 2e9  # multiply-adds, the paper's GFLOPs convention
+    params = store.params_frame(list(runs["run_id"]))
+    # runs without evaluations (failed, diverged before evaluating) keep one row with no NFE
+    return runs.merge(wide, on="run_id", how="left").join(params, on="run_id")
+
+
+def resolve_column(df: pd.DataFrame, name: str) -> str:
+    """A column by name, alias (train_compute, compute, params, gflops, dropout) or unique config-key suffix."""
+    name = ALIASES.get(name, name) if name not in df.columns else name
+    if name in df.columns:
+        return name
+    matches = [c for c in df.columns if str(c).endswith("." + name)]
+    if len(matches) == 1:
+        return matches[0]
+    raise ValueError(f"no column {name!r} in this study's results (have: {', '.join(map(str, df.columns[:40]))})")
+
+
+def fit_rows(df: pd.DataFrame, nfe: int | None, sampler: str = "consistency") -> tuple[pd.DataFrame, list[str]]:
+    """Rows usable for a fit: tuning/plain runs that completed, at the given NFE; notes on what was left out."""
+    notes = []
+    rows = df[df["role"] != "pretrain"]
+    bad = rows[rows["status"] != "completed"]
+    if len(bad):
+        notes.append(f"left out {bad['run_id'].nunique()} run(s) not completed: "
+                     + ", ".join(f"{r.label} ({r.status})" for r in bad.drop_duplicates("run_id").itertuples()))
+    rows = rows[(rows["status"] == "completed") & (rows["sampler"] == sampler)]
+    if nfe is not None:
+        rows = rows[rows["nfe"] == nfe]
+    return rows, notes
