@@ -154,6 +154,68 @@ def status_cmd(
     out.print(table)
 
 
+@app.command("report")
+def report_cmd(
+    name: str = typer.Argument(..., help="Study name."),
+    db: Optional[str] = DB_OPTION,
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Also write the figures, fits (JSON) and tables here."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Summary of a study: runs with their evaluations, pretrained baselines, the metric's floor and the fitted laws."""
+    import yaml
+
+    from .cli_analysis import regenerate
+    from .report import build_report
+    from .study_frames import study_frame
+
+    with clean_errors():
+        store = open_store(db, create=False)
+        spec = StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml))
+        report = build_report(store, spec)
+        written = regenerate(study_frame(store, name), spec, out_dir) if out_dir is not None else []
+    payload = {"study": name, "metric": report.metric, "floor": report.floor, "baselines": report.baselines,
+               "fits": report.fits, "runs": json.loads(report.runs.to_json(orient="records"))}
+    if out_dir is not None:
+        (out_dir / "report.json").write_text(json.dumps(payload, indent=2, default=float))
+        report.runs.to_csv(out_dir / "runs.csv", index=False)
+        written += [out_dir / "report.json", out_dir / "runs.csv"]
+    if json_out:
+        out.print_json(json.dumps(payload, default=float))
+        return
+    _print_report(name, report)
+    for path in written:
+        out.print(f"wrote {path}")
+
+
+def _print_report(name: str, report) -> None:
+    table = Table(title=f"study {name}: runs ({report.metric}; lower is better)")
+    cols = [c for c in report.runs.columns if c not in ("run_id", "train_flops")]
+    for c in cols:
+        table.add_column(str(c))
+    for _, r in report.runs[cols].iterrows():
+        table.add_row(*("" if v is None or (isinstance(v, float) and v != v)
+                        else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r))
+    out.print(table)
+    if report.floor is not None:
+        out.print(f"metric floor (real data vs reference, same sample count): {report.floor:.4g}")
+    if report.baselines:
+        out.print("pretrained baselines: " + ", ".join(f"{k} = {v:.4g}" for k, v in report.baselines.items()))
+    fits = Table(title="fits against normalised compute (x 12.8 M images)")
+    for c in ("nfe", "form", "K", "alpha", "alpha_ci", "E", "r", "p_value", "converged / error"):
+        fits.add_column(c)
+    for f in report.fits:
+        def fmt(v):
+            if v is None:
+                return ""
+            if isinstance(v, (list, tuple)):
+                return "[" + ", ".join(f"{x:.3g}" for x in v) + "]"
+            return f"{v:.4g}" if isinstance(v, float) else str(v)
+        fits.add_row(str(f["nfe"]), f["form"], fmt(f.get("K")), fmt(f.get("alpha")), fmt(f.get("alpha_ci")),
+                     fmt(f.get("E")), fmt(f.get("r")), fmt(f.get("p_value")),
+                     f.get("error") or str(f.get("converged", "")) + (f" ({f['reason']})" if f.get("reason") else ""))
+    out.print(fits)
+
+
 @app.command("cancel")
 def cancel_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional[str] = DB_OPTION) -> None:
     """Mark a study's unfinished runs cancelled (a later `resume` runs them again from their checkpoints)."""

@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# The main job: set up, pretrain a small DDPM++ UNet as a diffusion model on scikit-learn's
-# digits (r = 0), tune it with ECT, and write 1- and 2-step sample grids under runs/.
+# The main job: set up, then run the mini compute-scaling study on scikit-learn's digits
+# (diffusion pretraining, ECT at six compute budgets, FD at 1 and 2 steps and the Heun baseline),
+# fit the power laws and draw the figures into out/mini-compute-scaling/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 ECT=.venv/bin/ect
-$ECT train configs/mini/digits_pretrain.yaml --out runs/digits_pretrain
-$ECT train configs/mini/digits_ect.yaml --out runs/digits_ect
-$ECT sample runs/digits_pretrain/checkpoint.pt --heun --out runs/digits_pretrain/samples_heun35.png
-for steps in 1 2; do
-  $ECT sample runs/digits_ect/checkpoint.pt --steps $steps --out runs/digits_ect/samples_${steps}step.png
-done
-echo "demo done: see runs/digits_ect/samples_1step.png and samples_2step.png"
+STUDY=studies/presets/mini/compute_scaling.yaml
+mkdir -p out
+$ECT study run "$STUDY" --db out/ect.db --storage out/store
+$ECT study report mini-compute-scaling --db out/ect.db --out out/mini-compute-scaling

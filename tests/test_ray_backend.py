@@ -73,6 +73,11 @@ def test_study_end_to_end_then_resubmission_runs_nothing(tmp_path, ray_session):
     table = (tmp_path / "figs" / "ablation.md").read_text()
     assert "q=2 · NFE 1" in table and "q=4 · NFE 2" in table
     assert (tmp_path / "figs" / "mapping_schedule.png").stat().st_size > 1000
+    report = invoke("study", "report", "e2e", "--db", db, "--json")
+    assert report.exit_code == 0, report.output
+    rep = json.loads(report.stdout)
+    assert set(rep["baselines"]) == {"swd@1", "swd@2"} and rep["floor"] is None and len(rep["runs"]) == 3
+    assert all("at least 3 points" in f["error"] for f in rep["fits"])  # two budgets only: no fit, said so
     pareto = invoke("analyze", "pareto", "--study", "e2e", "--cost", "train_compute", "--y", "swd", "--json", "--db", db)
     assert pareto.exit_code == 0, pareto.output
     assert {r["label"] for r in json.loads(pareto.stdout)} <= {"q=2", "q=4"}

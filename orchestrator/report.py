@@ -1,0 +1,89 @@
+"""A study's summary: its runs with their evaluations, the pretrained baselines, the metric's floor
+(real data against the reference at the same sample count) and the fitted power laws."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+
+import analysis
+from studies.spec import StudySpec
+from trainer.data import load_dataset
+from trainer.evaluation import Evaluator
+from trainer.metrics import FD_METRICS, fd_to_reference
+
+from .study_frames import fit_rows, study_frame
+from .store import Store
+
+
+@dataclass
+class StudyReport:
+    runs: pd.DataFrame  # one row per run: label, role, status, compute, metric per NFE
+    baselines: dict[str, float]  # pretrained model: heun / 1-step / 2-step
+    floor: float | None  # metric of real data vs the reference at the same sample count
+    fits: list[dict[str, Any]] = field(default_factory=list)
+    metric: str = "fd"
+
+
+def _metric(df: pd.DataFrame) -> str:
+    for m in ("fd", "swd", "energy"):
+        if m in df.columns:
+            return m
+    raise ValueError("the study has no evaluations yet")
+
+
+def runs_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Wide table: one row per run with the metric at each (sampler, NFE)."""
+    df = df.assign(col=[f"{metric}@{'heun' if s == 'heun' else int(n)}" if n == n else None
+                        for s, n in zip(df["sampler"], df["nfe"])])
+    facts = df.drop_duplicates("run_id")[["run_id", "label", "role", "status", "images_seen", "normalized_compute",
+                                         "train_flops"]]
+    values = df.dropna(subset=["col"]).pivot_table(index="run_id", columns="col", values=metric, aggfunc="last")
+    return facts.join(values, on="run_id").reset_index(drop=True)
+
+
+def metric_floor(spec: StudySpec) -> float | None:
+    """The FD of real training images (eval.num_samples of them) against the full-set reference."""
+    cfg = spec.base
+    if cfg.eval.metric not in FD_METRICS:
+        return None
+    data = load_dataset(cfg.data)
+    evaluator = Evaluator(cfg.eval, cfg.sampling, data, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(cfg.eval.seed + 1)
+    subset = data.x[torch.randint(len(data), (cfg.eval.num_samples,), generator=gen)]
+    return fd_to_reference(subset, evaluator.reference, evaluator.extractor)
+
+
+def fits(df: pd.DataFrame, metric: str, x: str = "normalized_compute", bootstrap: int = 1000) -> list[dict[str, Any]]:
+    """Log-linear and saturating fits of the metric against compute, per NFE (where >= 3 points)."""
+    out = []
+    rows, _ = fit_rows(df, None)
+    for nfe, group in rows.groupby("nfe"):
+        for form in ("loglinear", "saturating"):
+            try:
+                if form == "loglinear":
+                    fit = analysis.fit_power_law(group[x], group[metric], bootstrap=bootstrap, x_name=x, y_name=metric)
+                else:
+                    fit = analysis.fit_saturating(group[x], group[metric], bootstrap=min(bootstrap, 200),
+                                                  x_name=x, y_name=metric)
+                out.append({"nfe": int(nfe), "form": form, **fit.to_dict()})
+            except ValueError as e:
+                out.append({"nfe": int(nfe), "form": form, "error": str(e)})
+    return out
+
+
+def build_report(store: Store, spec: StudySpec) -> StudyReport:
+    df = study_frame(store, spec.name)
+    metric = _metric(df)
+    table = runs_table(df, metric)
+    pre = table[table["role"] == "pretrain"]
+    baselines = {}
+    if len(pre):
+        row = pre.iloc[0]
+        baselines = {c: float(row[c]) for c in table.columns if str(c).startswith(f"{metric}@")
+                     and not (isinstance(row[c], float) and math.isnan(row[c]))}
+    return StudyReport(table, baselines, metric_floor(spec), fits(df, metric), metric)
