@@ -253,6 +253,7 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter | None = None, res
     run = RunState(cfg, Path(run_dir), data, resolve_device(cfg.device))
     if resume and run.checkpoint_path.exists():
         run.restore(load_checkpoint(run.checkpoint_path))
+        reporter.metrics(run.step, {"resumed_from": float(run.step)})  # how much work an interruption cost
     total, sched = cfg.schedule.iterations, cfg.schedule
     loss_value: float | None = None
     t0, images_at_t0 = time.perf_counter(), run.images_seen

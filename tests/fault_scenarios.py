@@ -1,0 +1,160 @@
+"""Fault scenarios with real processes, run inside their own PID and network namespaces:
+
+    unshare --net --pid --fork --mount-proc python tests/fault_scenarios.py {driver_crash|node_loss} WORKDIR
+
+This script is PID 1 of the namespace, so every process it starts (drivers, Ray heads, raylets,
+workers) is killed by the kernel when it exits, whatever happens. Ray only sees a loopback
+interface. It writes WORKDIR/result.json; the tests read it and the SQLite store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def spec(name: str, labels: list[float], iterations: int, cpus: int) -> dict:
+    return {
+        "name": name,
+        "kind": "ablation",
+        "base": {
+            "data": {"name": "swissroll", "num_samples": 2000},
+            "network": {"arch": "mlp", "hidden": 64, "depth": 2},
+            "ect": {"mode": "pretraining"},
+            "optim": {"name": "adam", "lr": 1e-3},
+            "schedule": {"batch_size": 128, "iterations": iterations, "log_interval": 20, "checkpoint_interval": 40},
+        },
+        "grid": {"network.dropout": labels},
+        "resources": {"cpus": cpus},
+        "max_failures": 2,
+    }
+
+
+def env(workdir: Path) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update({
+        "RAY_TMPDIR": str(workdir / "ray"),
+        "RAY_AUTH_MODE": "disabled",  # every process of this isolated, loopback-only cluster
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_failure_threshold": "3",
+        "RAY_health_check_initial_delay_ms": "1000",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return e
+
+
+def runs(db: Path) -> list[dict]:
+    try:
+        con = sqlite3.connect(db, timeout=30)
+        con.row_factory = sqlite3.Row
+        rows = [dict(r) for r in con.execute("select run_id, label, status, step, attempts, checkpoint from runs")]
+        resumed = con.execute("select run_id, step from metrics where name = 'resumed_from'").fetchall()
+        con.close()
+    except sqlite3.Error:
+        return []
+    for r in rows:
+        r["resumed_from"] = sorted(s for rid, s in resumed if rid == r["run_id"])
+    return rows
+
+
+def wait_for(predicate, timeout: float, what: str, process: subprocess.Popen) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"the driver exited ({process.returncode}) before {what}")
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def lo_up() -> None:
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
+def driver_crash(workdir: Path) -> dict:
+    """SIGKILL `ect study run` mid-study, then `ect study resume`."""
+    lo_up()
+    db, spec_file = workdir / "ect.db", workdir / "study.yaml"
+    spec_file.write_text(yaml.safe_dump(spec("crash", [0.0, 0.1, 0.2], iterations=400, cpus=1)))
+    common = ["--db", str(db), "--storage", str(workdir / "store")]
+    driver = subprocess.Popen([BIN / "ect", "study", "run", str(spec_file), "--cpus", "2", *common],
+                              env=env(workdir), stdout=open(workdir / "run.log", "w"), stderr=subprocess.STDOUT)
+    wait_for(lambda: any(r["status"] == "running" and r["step"] >= 120 and r["checkpoint"] for r in runs(db)),
+             240, "a run with a checkpoint past step 120", driver)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = runs(db)
+    resume = subprocess.run([BIN / "ect", "study", "resume", "crash", "--cpus", "2", *common], env=env(workdir),
+                            stdout=open(workdir / "resume.log", "w"), stderr=subprocess.STDOUT, timeout=400)
+    return {"at_kill": before, "after": runs(db), "resume_rc": resume.returncode}
+
+
+def raylets() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "raylet/raylet"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def descendants(pid: int) -> set[int]:
+    """`pid` and every process below it (from /proc: the namespace holds only our processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        out.add(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def node_loss(workdir: Path) -> dict:
+    """A head and a worker node on loopback; SIGKILL the worker node's raylet mid-run."""
+    lo_up()
+    e = env(workdir)
+    ray = str(BIN / "ray")
+    node = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--memory", str(2 * 1024**3),
+            "--object-store-memory", str(200 * 1024**2), "--disable-usage-stats"]
+    subprocess.run([ray, "start", "--head", "--port", "6380", "--include-dashboard", "false", *node],
+                   env=e, check=True, capture_output=True)
+    head = raylets()
+    subprocess.run([ray, "start", "--address", "127.0.0.1:6380", *node], env=e, check=True, capture_output=True)
+    worker = raylets() - head
+    db, spec_file = workdir / "ect.db", workdir / "study.yaml"
+    spec_file.write_text(yaml.safe_dump(spec("nodes", [0.0, 0.1], iterations=400, cpus=1)))
+    driver = subprocess.Popen([BIN / "ect", "study", "run", str(spec_file), "--address", "127.0.0.1:6380",
+                               "--db", str(db), "--storage", str(workdir / "store")],
+                              env=e, stdout=open(workdir / "run.log", "w"), stderr=subprocess.STDOUT)
+    wait_for(lambda: len([r for r in runs(db) if r["status"] == "running" and r["step"] >= 120]) == 2,
+             240, "both runs past step 120 (one on each node)", driver)
+    victims = set().union(*(descendants(pid) for pid in worker))  # the raylet and the workers it started
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    at_kill = runs(db)
+    rc = driver.wait(timeout=400)
+    return {"at_kill": at_kill, "after": runs(db), "driver_rc": rc, "worker_raylets": sorted(worker),
+            "killed": len(victims)}
+
+
+if __name__ == "__main__":
+    scenario, workdir = sys.argv[1], Path(sys.argv[2])
+    result = {"driver_crash": driver_crash, "node_loss": node_loss}[scenario](workdir)
+    (workdir / "result.json").write_text(json.dumps(result, indent=1))
