@@ -113,6 +113,8 @@ def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path) -> list[Path]:
     if spec.kind == "compute_scaling":
         _save(analysis.fig_compute_scaling(rows, x="normalized_compute", y=metric), out_dir, "compute_scaling", written)
         _save(analysis.fig_pareto(rows, "train_flops", metric, hue="nfe"), out_dir, "pareto_train_compute", written)
+        _save(analysis.fig_training_curve(rows, x="schedule.iterations", y=metric, logy=True), out_dir,
+              "metric_vs_iterations", written)
     if spec.kind == "model_size":
         sized = rows.assign(mparams=rows["num_params"] / 1e6)
         _save(analysis.fig_model_size(sized, metric=metric, gflops="model_gflops", params="mparams"),
