@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 import torch
 import typer
@@ -13,7 +13,7 @@ from rich.table import Table
 from trainer.checkpoint import CheckpointError
 from pydantic import ValidationError
 
-from trainer.config import ConfigError, format_validation_error, load_config
+from trainer.config import ConfigError, FDMetric, PointMetric, format_validation_error, load_config, valid_device
 from trainer.data import load_dataset
 from trainer.evaluation import Evaluator
 from trainer.reporter import NullReporter
@@ -89,6 +89,11 @@ def import_weights_cmd(
     with clean_errors():
         if (arch is None) == (config is None):
             raise ConfigError("import-weights: give exactly one of --arch or --config")
+        if arch is not None and arch not in ARCHS:
+            raise ConfigError(f"--arch {arch!r}: expected one of {', '.join(ARCHS)}")
+        if src.suffix == ".pkl" and not trust_pickle:
+            raise ConfigError(f"{src}: NVIDIA .pkl snapshots are pickles that can execute code; "
+                              "pass --trust-pickle to import it")
         target: str | Precond = arch if arch is not None else meta_model(load_config(config))
         state, report = import_weights(src, target, trust_pickle=trust_pickle)
         for line in report.lines():
@@ -97,6 +102,16 @@ def import_weights_cmd(
             raise CheckpointError(f"{src}: keys do not match the target network (see above); nothing written")
         save_state_dict(out_path, state)
     out.print(f"wrote {len(state)} tensors to {out_path}")
+
+
+METRICS = [*get_args(FDMetric), *get_args(PointMetric)]
+
+
+def cli_device(name: str) -> torch.device:
+    """--device: auto, cpu, cuda or cuda:N (a usage error otherwise)."""
+    if not valid_device(name):
+        raise ConfigError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+    return resolve_device(name)
 
 
 @app.command("eval")
@@ -117,8 +132,12 @@ def eval_cmd(
         try:
             nfes = [int(x) for x in steps.split(",") if x.strip()]
         except ValueError:
-            raise ConfigError(f"--steps {steps!r}: expected comma-separated integers, e.g. 1,2") from None
-        dev = resolve_device(device)
+            nfes = []
+        if not nfes or min(nfes) < 1:
+            raise ConfigError(f"--steps {steps!r}: expected comma-separated integers >= 1, e.g. 1,2")
+        if metric is not None and metric not in METRICS:
+            raise ConfigError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
+        dev = cli_device(device)
         net, cfg, _ = load_model(checkpoint, ema, str(dev))
         updates = {"seed": seed, "heun": heun}
         if metric is not None:
@@ -149,7 +168,7 @@ def eval_cmd(
 @app.command("sample")
 def sample_cmd(
     checkpoint: Path = typer.Argument(..., help="An ECT checkpoint (checkpoint.pt of a run directory)."),
-    steps: int = typer.Option(1, "--steps", help="Consistency sampling steps (1 NFE each; needs steps-1 mid times)."),
+    steps: int = typer.Option(1, "--steps", min=1, help="Consistency sampling steps (1 NFE each; needs steps-1 mid times)."),
     heun: bool = typer.Option(False, "--heun", help="Use EDM's Heun sampler instead (diffusion baseline, 35 NFE)."),
     out_path: Path = typer.Option(Path("samples.png"), "--out", "-o", help="Output image: PNG grid, or a scatter plot (PNG/PDF) for 2-D data."),
     num: int = typer.Option(64, "--num", "-n", min=1, help="Number of samples."),
@@ -160,7 +179,9 @@ def sample_cmd(
 ) -> None:
     """Draw samples from a checkpoint's EMA and write an image grid or a scatter plot."""
     with clean_errors():
-        dev = resolve_device(device)
+        if out_path.suffix.lower() not in (".png", ".pdf"):
+            raise ConfigError(f"--out {out_path}: expected a .png or .pdf file")
+        dev = cli_device(device)
         net, cfg, sample_shape = load_model(checkpoint, ema, str(dev))
         gen = torch.Generator(device=dev).manual_seed(seed)
         labels = None

@@ -14,6 +14,8 @@ from rich.table import Table
 import analysis
 from studies.spec import StudySpec
 
+from trainer.config import ConfigError
+
 from .common import DB_OPTION, clean_errors, err, open_store, out
 from .study_frames import fit_rows, resolve_column, study_frame
 
@@ -46,8 +48,12 @@ def fit_cmd(
     """Fit a power law of a metric against a cost over a study's completed runs (diverged runs are left out, and said so)."""
     with clean_errors():
         if form not in ("loglinear", "saturating"):
-            raise ValueError(f"--form {form!r}: expected loglinear or saturating")
-        df = study_frame(open_store(db, create=False), study)
+            raise ConfigError(f"--form {form!r}: expected loglinear or saturating")
+        if sampler not in ("consistency", "heun"):
+            raise ConfigError(f"--sampler {sampler!r}: expected consistency or heun")
+        store = open_store(db, create=False)
+        store.study(study)
+        df = study_frame(store, study)
         rows, notes = fit_rows(df, nfe, sampler)
         for note in notes:
             err.print(f"note: {note}")
@@ -76,7 +82,9 @@ def pareto_cmd(
 ) -> None:
     """The non-dominated runs of a study: no other run is both cheaper and better."""
     with clean_errors():
-        df = study_frame(open_store(db, create=False), study)
+        store = open_store(db, create=False)
+        store.study(study)
+        df = study_frame(store, study)
         rows, notes = fit_rows(df, nfe)
         for note in notes:
             err.print(f"note: {note}")
@@ -102,12 +110,12 @@ def _save(fig, out_dir: Path, name: str, written: list[Path]) -> None:
 
 def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path) -> list[Path]:
     """Every figure and table the study's kind supports, written under `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     rows, _ = fit_rows(df, None)
     metric = "fd" if "fd" in df.columns else next((c for c in ("swd", "energy") if c in df.columns), None)
     if metric is None or rows.empty:
         raise ValueError(f"study {spec.name!r} has no completed evaluations to draw")
+    out_dir.mkdir(parents=True, exist_ok=True)
     ect = spec.base.ect
     _save(analysis.fig_mapping_schedule(ect.q, ect.stages, ect.k, ect.b), out_dir, "mapping_schedule", written)
     if spec.kind == "compute_scaling":

@@ -12,8 +12,8 @@ import typer
 from rich.table import Table
 
 from .common import DB_OPTION, clean_errors, open_store, out
-from .query import condition, parse_where
-from .store import Run, Store, StudyRun
+from .query import FilterError, condition, parse_where
+from .store import STATUSES, Run, Store, StudyRun
 
 app = typer.Typer(help="Query runs in the store.", no_args_is_help=True)
 
@@ -25,6 +25,10 @@ def select_runs(store: Store, where: list[str], study: Optional[str], status: Op
     """Runs matching every filter (bound parameters only), as a DataFrame with their parameters."""
     from sqlalchemy import select
 
+    if study:
+        store.study(study)  # an unknown study is an error, not an empty list
+    if status and status not in STATUSES:
+        raise FilterError(f"--status {status!r}: expected one of {', '.join(STATUSES)}")
     with store.session() as s:
         q = select(Run.run_id)
         if study:
@@ -42,11 +46,16 @@ def select_runs(store: Store, where: list[str], study: Optional[str], status: Op
             params = store.params_frame(list(df["run_id"]))
             match = [c for c in params.columns if c == key or c.endswith("." + key)]
             if not match:
-                raise ValueError(f"--sort {key!r}: no such column or config key")
+                raise FilterError(f"--sort {key!r}: no such column or config key")
             df = df.join(params[[match[0]]], on="run_id")
             key = match[0]
         df = df.sort_values(key, ascending=not sort.startswith("-"))
     return df
+
+
+def _one_format(json_out: bool, csv_out: bool) -> None:
+    if json_out and csv_out:
+        raise FilterError("--json and --csv: choose one output format")
 
 
 def _emit(df: pd.DataFrame, title: str, json_out: bool, csv_out: bool) -> None:
@@ -76,6 +85,7 @@ def list_cmd(
 ) -> None:
     """List runs, filtered and sorted."""
     with clean_errors():
+        _one_format(json_out, csv_out)
         df = select_runs(open_store(db, create=False), where, study, status, sort)
     _emit(df[[c for c in COLUMNS if c in df.columns]], f"{len(df)} runs", json_out, csv_out)
 
@@ -108,6 +118,7 @@ def metrics_cmd(run_id: str = typer.Argument(..., help="Run id or unique prefix.
                 csv_out: bool = typer.Option(False, "--csv", help="Print CSV.")) -> None:
     """The training-metric time series of a run (one row per logged step)."""
     with clean_errors():
+        _one_format(json_out, csv_out)
         store = open_store(db, create=False)
         df = store.metrics_frame(store.run(run_id).run_id)
     _emit(df, f"metrics of {run_id}", json_out, csv_out)

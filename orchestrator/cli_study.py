@@ -13,7 +13,7 @@ from studies.spec import StudySpec, expand, load_study
 from trainer.config import ConfigError
 
 from .console import LiveRuns
-from .common import DB_OPTION, STORAGE_OPTION, clean_errors, err, open_store, out
+from .common import DB_OPTION, STORAGE_OPTION, clean_errors, err, existing_store, open_store, out
 from .store import FINISHED, Store, StoreError, redact
 from .study_runner import execute, plan, register
 
@@ -61,7 +61,7 @@ def plan_cmd(
     """Print the runs a study expands to, which already exist in the store, and its total compute."""
     with clean_errors():
         spec = load_study(spec_file)
-        store = open_store(db)
+        store = existing_store(db)
         rows = plan(store, spec)
         flops, images = _flops_estimate(spec)
     hours = flops / (tflops * 1e12) / 3600

@@ -29,6 +29,14 @@ def open_store(db: Optional[str], create: bool = True) -> Store:
     return Store(database_url(db), create=create)
 
 
+def existing_store(db: Optional[str]) -> Store | None:
+    """The store if an SQLite file is there (or any other URL), else None: for commands that write nothing."""
+    url = database_url(db)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).expanduser().is_file():
+        return None
+    return Store(url, create=False)
+
+
 @contextmanager
 def clean_errors() -> Iterator[None]:
     """Turn the project's expected errors into one line per problem on stderr and a non-zero exit code."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -136,8 +137,8 @@ def redact(url: str) -> str:
     """A database URL safe to print: the password, if any, is masked."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable database URL>"
+    except (ArgumentError, ValueError, TypeError):
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)  # mask a password even where parsing fails
 
 
 def database_url(db: str | None) -> str:
@@ -161,33 +162,42 @@ class Store:
 
     def __init__(self, url: str, create: bool = True):
         self.url = url
-        self.engine = self._engine(url)
+        self.engine = self._engine(url, create)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
         self._check_schema(create)
 
     @staticmethod
-    def _engine(url: str) -> Engine:
+    def _engine(url: str, create: bool) -> Engine:
         try:
             parsed = make_url(url)
-        except ArgumentError:
-            raise StoreError(f"{redact(url)}: not a database URL (expected e.g. sqlite:///ect.db)") from None
+            backend = parsed.get_backend_name()
+            _ = parsed.port  # a malformed port only fails when read
+        except (ArgumentError, ValueError, TypeError):
+            raise StoreError(f"{redact(url)}: not a database URL (--db; expected e.g. sqlite:///ect.db)") from None
         kwargs: dict[str, Any] = {}
-        if parsed.get_backend_name() == "sqlite":
+        if backend == "sqlite":
             kwargs["connect_args"] = {"timeout": 30}
+            if parsed.username or parsed.password or parsed.host:
+                raise StoreError(f"{redact(url)}: an SQLite URL has no user, password or host (sqlite:///PATH)")
             if parsed.database and parsed.database != ":memory:":
-                parent = Path(parsed.database).expanduser().resolve().parent
-                if not parent.is_dir():
-                    raise StoreError(f"{redact(url)}: directory {parent} does not exist")
+                path = Path(parsed.database).expanduser().resolve()
+                if not path.parent.is_dir():
+                    raise StoreError(f"{redact(url)}: directory {path.parent} does not exist")
+                if path.is_dir():
+                    raise StoreError(f"{redact(url)}: cannot be used as a database (it is a directory)")
+                if not create and not path.is_file():
+                    raise StoreError(f"{redact(url)}: no ECT store here (file {path} does not exist)")
         try:
             engine = create_engine(url, **kwargs)
         except (NoSuchModuleError, ImportError) as e:
             raise StoreError(f"{redact(url)}: no database driver for it here ({type(e).__name__}: {e})") from None
-        if parsed.get_backend_name() == "sqlite":
+        except (ArgumentError, ValueError, TypeError) as e:
+            raise StoreError(f"{redact(url)}: not a usable database URL ({type(e).__name__})") from None
+        if backend == "sqlite":
 
             @event.listens_for(engine, "connect")
             def _pragmas(conn: Any, _record: Any) -> None:
                 cur = conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA busy_timeout=30000")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
@@ -205,16 +215,27 @@ class Store:
                         raise StoreError(f"{redact(self.url)}: no ECT store here")
                     Base.metadata.create_all(conn)
                     conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                    return
-                row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
+                    created = True
+                else:
+                    created = False
+                    row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
         except (DatabaseError, OperationalError) as e:
             reason = str(e.orig).splitlines()[0] if getattr(e, "orig", None) else type(e).__name__
             raise StoreError(f"{redact(self.url)}: cannot be used as a database ({reason})") from None
+        if created:
+            self._wal()
+            return
         if row != str(SCHEMA_VERSION):
             raise StoreError(
                 f"{redact(self.url)}: store schema version {row}, this ect expects {SCHEMA_VERSION}; "
                 "export with the ect that wrote it or start a new --db"
             )
+
+    def _wal(self) -> None:
+        """SQLite stores use write-ahead logging (a persistent property of the file, set once at creation)."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -266,7 +287,7 @@ class Store:
         with self.session() as s:
             run = s.get(Run, run_id)
             if run is None:
-                matches = list(s.scalars(select(Run).where(Run.run_id.startswith(run_id)))) if len(run_id) >= 4 else []
+                matches = list(s.scalars(select(Run).where(Run.run_id.startswith(run_id, autoescape=True)))) if len(run_id) >= 4 else []
                 if len(matches) == 1:
                     return matches[0]
                 raise StoreError(f"no run with id {run_id!r} in {redact(self.url)}")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from studies.spec import RunSpec, StudySpec, dump_spec, expand
 
 from .ray_backend import Job, run_jobs
-from .store import FINISHED, Store
+from .store import FINISHED, Store, StoreError
 
 
 def run_dir(storage: Path, run_id: str) -> Path:
@@ -27,13 +27,13 @@ def register(store: Store, spec: StudySpec) -> tuple[list[RunSpec], list[str]]:
     return runs, store.register_study(spec, dump_spec(spec), runs)
 
 
-def plan(store: Store, spec: StudySpec) -> list[dict[str, Any]]:
+def plan(store: Store | None, spec: StudySpec) -> list[dict[str, Any]]:
     """What a submission would do, without writing: each run with its stored status (or 'new')."""
     out = []
     for r in expand(spec):
         try:
-            status = store.run(r.run_id).status if r.run_id else "new"
-        except Exception:
+            status = store.run(r.run_id).status if store is not None else "new"
+        except StoreError:
             status = "new"
         out.append({"run_id": r.run_id, "label": r.label, "role": r.role, "status": status,
                     "iterations": r.config.schedule.iterations, "batch_size": r.config.schedule.batch_size})

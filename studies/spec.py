@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trainer.config import TAGS, ConfigError, TrainConfig, error_message, error_path, load_yaml
 
@@ -80,16 +80,22 @@ class StudySpec(Strict):
     def _name(cls, v: str) -> str:
         return check_name(v, "study name")
 
-    @model_validator(mode="after")
-    def _unique_labels(self) -> "StudySpec":
-        labels = [v.label for v in self.variants]
+    @field_validator("variants")
+    @classmethod
+    def _unique_labels(cls, variants: list[Variant]) -> list[Variant]:
+        labels = [v.label for v in variants]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
             raise ValueError(f"variant labels must be unique, repeated: {dupes}")
-        for key, values in self.grid.items():
-            if not values:
-                raise ValueError(f"grid.{key}: needs at least one value")
-        return self
+        return variants
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty_axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        empty = [k for k, values in grid.items() if not values]
+        if empty:
+            raise ValueError(f"each grid axis needs at least one value: {', '.join('grid.' + k for k in empty)}")
+        return grid
 
 
 class RunSpec(BaseModel):
@@ -259,6 +265,10 @@ def load_study(path: Path) -> StudySpec:
     problems = _resolution_errors(spec, raw, str(path), lines)
     if problems:
         raise ConfigError("\n".join(problems))
+    try:
+        expand(spec)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
     return spec
 
 

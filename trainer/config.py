@@ -284,7 +284,7 @@ class TrainConfig(Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+        if valid_device(v):
             return v
         raise ValueError("expected auto, cpu, cuda or cuda:N")
 
@@ -310,6 +310,11 @@ class TrainConfig(Strict):
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
         return cls.model_validate(json.loads(text))
+
+
+def valid_device(name: str) -> bool:
+    """auto, cpu, cuda or cuda:N."""
+    return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
 
 
 class ConfigError(ValueError):

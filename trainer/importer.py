@@ -193,8 +193,9 @@ def read_nvidia_pickle(path: Path, key: str = "ema") -> dict[str, torch.Tensor]:
     try:
         with open(path, "rb") as f:
             snapshot = _SnapshotUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as e:
-        raise CheckpointError(f"{path}: not an EDM/EDM2 snapshot ({e})") from None
+    except Exception as e:  # garbage can fail in many ways (MemoryError, OverflowError, ...): all mean "not a snapshot"
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: not an EDM/EDM2 snapshot ({reason})") from None
     if not isinstance(snapshot, dict) or key not in snapshot:
         raise CheckpointError(f"{path}: snapshot has no {key!r} network")
     out: dict[str, torch.Tensor] = {}
