@@ -65,7 +65,7 @@ def test_eval_cli_errors(tmp_path, monkeypatch):
     assert res.exit_code == 1 and "ECT_INCEPTION_WEIGHTS" in res.stderr and "--weights" in res.stderr
     assert res.stderr.strip().count("\n") == 0
     res = runner.invoke(app, ["eval", ckpt, "--metric", "fid"])
-    assert res.exit_code == 2 and "eval.metric" in res.stderr
+    assert res.exit_code == 2 and "--metric 'fid'" in res.stderr
     res = runner.invoke(app, ["eval", ckpt, "--metric", "swd"])
     assert res.exit_code == 2 and "2-D point data" in res.stderr
     res = runner.invoke(app, ["eval", ckpt, "--steps", "one"])
