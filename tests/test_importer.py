@@ -120,7 +120,7 @@ def test_nvidia_pickle_needs_the_flag_and_never_runs_its_code(tmp_path, monkeypa
     with pytest.raises(CheckpointError, match="--trust-pickle"):
         import_weights(src, net)
     res = runner.invoke(app, ["import-weights", str(src), "--arch", "ddpmpp", "--out", str(tmp_path / "w.pt")])
-    assert res.exit_code == 1 and "--trust-pickle" in res.stderr
+    assert res.exit_code == 2 and "--trust-pickle" in res.stderr  # a missing flag is a usage error
     state, report = import_weights(src, net, trust_pickle=True)
     assert report.ok and not marker.exists()
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
