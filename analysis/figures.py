@@ -254,3 +254,57 @@ def save_figure(fig: Figure, path_without_suffix: str | Path) -> list[Path]:
         for path in out:
             fig.savefig(path)
     return out
+
+
+def _default_row_label(name: str) -> Callable[[Any], str]:
+    return lambda value: f"{name} = {value:g}" if isinstance(value, (int, float, np.number)) else f"{name} = {value}"
+
+
+@_styled
+def fig_point_samples(df: pd.DataFrame, row: str = "p", col: str = "steps", x: str = "x", y: str = "y",
+                      reference: np.ndarray | None = None, scores: pd.DataFrame | None = None,
+                      score: str | None = None, row_label: Callable[[Any], str] | None = None,
+                      col_label: Callable[[Any], str] | None = step_label, panel: float = 1.15) -> Figure:
+    """Fig. 6 (Appendix B): a grid of 2-D sample scatters, one row per `row` value, one column per `col` value.
+
+    `df` is long form (one row per point: columns x, y, row, col). Row labels (left y-axes) read
+    "p = 0.5", column titles "2-step" (`step_label`; pass `col_label` for other columns).
+    `reference` [M, 2] (held-out data) is drawn in light grey under every panel and sets the
+    limits; `scores` (columns row, col and `score`) writes that value in each panel's corner.
+    """
+    _require(df, row, col, x, y)
+    if scores is not None:
+        _require(scores, row, col, score)
+    rows, cols = sorted(df[row].dropna().unique()), sorted(df[col].dropna().unique())
+    nrows, ncols = max(len(rows), 1), max(len(cols), 1)
+    fig, _ = _new_figure(width=min(FULL_WIDTH, panel * ncols + 0.35), height=panel * nrows + 0.2)
+    fig.clear()
+    grid = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    ref = None if reference is None else np.asarray(reference, dtype=float)
+    bounds = ref if ref is not None and len(ref) else df[[x, y]].to_numpy(dtype=float)
+    lo, hi = (np.nanpercentile(bounds, [0.5, 99.5], axis=0) if len(bounds) else (np.full(2, -1.0), np.ones(2)))
+    pad = 0.15 * (hi - lo) + 1e-6
+    row_label = row_label or _default_row_label(row)
+    col_label = col_label or _default_row_label(col)
+    for i, rv in enumerate(rows):
+        for j, cv in enumerate(cols):
+            ax = grid[i][j]
+            pts = df[(df[row] == rv) & (df[col] == cv)]
+            if ref is not None:
+                ax.scatter(ref[:, 0], ref[:, 1], s=0.5, color="#c7c7c7", edgecolors="none", rasterized=True)
+            ax.scatter(pts[x], pts[y], s=0.8, color=PALETTE[0], alpha=0.7, edgecolors="none", rasterized=True)
+            if scores is not None:
+                hit = scores[(scores[row] == rv) & (scores[col] == cv)][score]
+                if len(hit):
+                    ax.text(0.03, 0.97, f"{score} {float(hit.iloc[0]):.3f}", transform=ax.transAxes, ha="left",
+                            va="top", fontsize=6)
+            ax.set(xlim=(lo[0] - pad[0], hi[0] + pad[0]), ylim=(lo[1] - pad[1], hi[1] + pad[1]), xticks=[],
+                   yticks=[], aspect="equal")
+            ax.grid(False)
+            for spine in ax.spines.values():
+                spine.set_visible(True)
+            if i == 0:
+                ax.set_title(col_label(cv))
+            if j == 0:
+                ax.set_ylabel(row_label(rv))
+    return fig
