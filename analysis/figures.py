@@ -21,8 +21,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from .frames import seed_summary
 from .pareto import pareto_frontier
 from .powerlaw import PowerLawFit, fit_power_law
+from .saturating import SaturatingFit, fit_saturating
 from .schedule import mapping_schedule
 
 COLUMN_WIDTH = 3.3
@@ -100,6 +102,14 @@ def _try_fit(rows: pd.DataFrame, x: str, y: str) -> PowerLawFit | None:
         return None
 
 
+def _try_saturating(rows: pd.DataFrame, x: str, y: str) -> SaturatingFit | None:
+    try:
+        fit = fit_saturating(rows[x], rows[y], bootstrap=0, x_name=x, y_name=y)
+    except ValueError:
+        return None
+    return fit if fit.converged else None
+
+
 def fit_label(fit: PowerLawFit, prefix: str) -> str:
     """Legend text of a fitted line: '<prefix> fit: K=263, α=-0.060, r=-0.994'."""
     return f"{prefix} fit: K={fit.K:.3g}, α={fit.alpha:.3f}, r={fit.r:.3f}"
@@ -108,12 +118,17 @@ def fit_label(fit: PowerLawFit, prefix: str) -> str:
 @_styled
 def fig_compute_scaling(df: pd.DataFrame, x: str = "normalized_compute", y: str = "fd", nfe_col: str = "nfe",
                         fits: Mapping[Any, PowerLawFit] | None = None, paper_fits: pd.DataFrame | None = None,
-                        xlabel: str | None = None, ylabel: str | None = None) -> Figure:
+                        xlabel: str | None = None, ylabel: str | None = None, saturating: bool = False,
+                        references: Mapping[str, float] | None = None) -> Figure:
     """Fig. 4 (left): metric vs training compute on log-log axes, one series and fitted line per NFE.
 
-    `fits` maps NFE -> PowerLawFit; when None each series with >= 3 usable points is fitted here.
-    `paper_fits` (e.g. load_reference("fig4_fits"): columns nfe, K, alpha) adds dashed lines; it
-    only makes sense when `x` is in the paper's unit (multiples of 12.8 M training images).
+    `saturating` adds the fitted E + K C^α per series (dashed, where the fit converged), the form
+    that separates a floor E from the compute trend when the log-log line bends. `references` draws
+    labelled horizontal lines (e.g. the diffusion sampler's metric, the metric's real-data floor).
+    Runs at the same compute (training seeds) are pooled: small faint points per run, the mean with
+    a min-max bar; fits use the means. `fits` maps NFE -> PowerLawFit; when None each series with
+    >= 3 budgets is fitted here. `paper_fits` (e.g. load_reference("fig4_fits"): columns nfe, K,
+    alpha) adds dashed lines; it only makes sense when `x` is in the paper's unit (12.8 M images).
     """
     _require(df, x, y)
     data = _positive(df, x, y)
@@ -121,20 +136,41 @@ def fig_compute_scaling(df: pd.DataFrame, x: str = "normalized_compute", y: str 
     colours: dict[Any, str] = {}
     for nfe, rows, colour, label in _groups(data, nfe_col, y):
         colours[nfe] = colour
-        ax.plot(rows[x], rows[y], ls="none", marker="o", color=colour, label=label)
-        fit = fits.get(nfe) if fits is not None else _try_fit(rows, x, y)
+        means = seed_summary(rows, x, y, by=())
+        if (means["n"] > 1).any():
+            ax.plot(rows[x], rows[y], ls="none", marker="o", ms=2.0, color=colour, alpha=0.35)
+            ax.errorbar(means[x], means[y], yerr=[means[y] - means[f"{y}_min"], means[f"{y}_max"] - means[y]],
+                        ls="none", marker="o", color=colour, capsize=2.0, elinewidth=0.8,
+                        label=f"{label} (mean, min-max over seeds)")
+        else:
+            ax.plot(rows[x], rows[y], ls="none", marker="o", color=colour, label=label)
+        fit = fits.get(nfe) if fits is not None else _try_fit(means, x, y)
         if fit is not None and len(rows):
             grid = np.geomspace(rows[x].min(), rows[x].max(), 100)
             ax.plot(grid, fit.mean(grid), color=colour, lw=1.0, label=fit_label(fit, label))
+        sat = _try_saturating(means, x, y) if saturating else None
+        if sat is not None:
+            grid = np.geomspace(rows[x].min(), rows[x].max(), 100)
+            ax.plot(grid, sat.mean(grid), color=colour, lw=0.9, ls="--",
+                    label=f"{label} fit: {sat.E:.3g} + K·C^{sat.alpha:.2f}")
     if paper_fits is not None and len(data):
         grid = np.geomspace(data[x].min(), data[x].max(), 100)
         for i, ref in enumerate(paper_fits.itertuples()):
             colour = colours.get(ref.nfe, PALETTE[i % len(PALETTE)])
             ax.plot(grid, ref.K * grid**ref.alpha, ls="--", lw=0.9, color=colour, alpha=0.7,
                     label=f"paper {step_label(ref.nfe)}: K={ref.K:g}, α={ref.alpha:.3f}")
+    for i, (name, value) in enumerate((references or {}).items()):
+        if value is not None and value > 0:
+            ax.axhline(value, color="#7f7f7f", lw=0.8, ls=(0, (1, 1.5)) if i % 2 else (0, (4, 2)),
+                       label=f"{name}: {value:.3g}")
     ax.set(xscale="log", yscale="log", xlabel=xlabel or x, ylabel=ylabel or y)
     _plain_log_ticks(ax)
-    ax.legend(loc="best")
+    if len(ax.get_legend_handles_labels()[0]) > 4:  # many entries: below the axes, off the data
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize=5.5, handlelength=1.8,
+                  columnspacing=1.0)
+        fig.set_figheight(fig.get_figheight() + 0.8)
+    else:
+        ax.legend(loc="best")
     return fig
 
 
@@ -307,4 +343,35 @@ def fig_point_samples(df: pd.DataFrame, row: str = "p", col: str = "steps", x: s
                 ax.set_title(col_label(cv))
             if j == 0:
                 ax.set_ylabel(row_label(rv))
+    return fig
+
+
+@_styled
+def fig_image_panels(panels: Mapping[tuple[str, str], np.ndarray], panel_width: float = 1.5) -> Figure:
+    """A grid of image tiles: `panels[(row, column)]` is a uint8 array [H, W] or [H, W, C] (e.g. a tile
+    of samples); rows and columns are laid out in first-seen order, labelled by their names, and a
+    missing (row, column) pair is left blank. Used for sample grids per training budget."""
+    rows = list(dict.fromkeys(r for r, _ in panels))
+    cols = list(dict.fromkeys(c for _, c in panels))
+    first = next(iter(panels.values()))
+    aspect = first.shape[0] / first.shape[1]
+    fig = Figure(figsize=(panel_width * len(cols) + 0.9, panel_width * aspect * len(rows) + 0.3), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(len(rows), len(cols), squeeze=False)
+    for i, row in enumerate(rows):
+        for j, col in enumerate(cols):
+            ax = grid[i][j]
+            ax.set(xticks=[], yticks=[])
+            ax.grid(False)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            tile = panels.get((row, col))
+            if tile is not None:
+                gray = tile.ndim == 2 or tile.shape[-1] == 1
+                ax.imshow(tile.squeeze(-1) if tile.ndim == 3 and gray else tile, cmap="gray" if gray else None,
+                          vmin=0, vmax=255, interpolation="nearest")
+            if i == 0:
+                ax.set_title(col)
+            if j == 0:
+                ax.set_ylabel(row, rotation=0, ha="right", va="center")
     return fig

@@ -33,3 +33,33 @@ def nfe_long(df: pd.DataFrame, columns: Mapping[str, int], value_name: str, nfe:
     long = df.melt(id_vars=ids, value_vars=list(columns), var_name="_col", value_name=value_name)
     long[nfe] = long.pop("_col").map(columns).astype(int)
     return long.dropna(subset=[value_name]).reset_index(drop=True)
+
+
+def seed_summary(df: pd.DataFrame, x: str, y: str, by: Sequence[str] = ("nfe",)) -> pd.DataFrame:
+    """Runs that share `x` (and `by`) pooled over training seeds: mean, min, max and count of `y`.
+
+    Columns: *by, x, y (the mean), y_min, y_max, n. A fit on this frame weighs every budget once,
+    however many seeds it has; min-max is the seed spread a figure draws as an error bar.
+    """
+    keys = [c for c in by if c in df.columns] + [x]
+    missing = [c for c in (*keys, y) if c not in df.columns]
+    if missing:
+        raise KeyError(f"missing column(s) {missing}; available: {list(df.columns)}")
+    grouped = df.dropna(subset=[x, y]).groupby(keys, sort=True)[y]
+    out = grouped.agg(["mean", "min", "max", "count"]).reset_index()
+    return out.rename(columns={"mean": y, "min": f"{y}_min", "max": f"{y}_max", "count": "n"})
+
+
+def trend_vs_spread(summary: pd.DataFrame, x: str, y: str, by: str = "nfe") -> pd.DataFrame:
+    """Per `by` group of a `seed_summary`: the change of the mean from the smallest to the largest `x`
+    against the seed spread (max - min) at those two ends. `exceeds` is True when |trend| is larger
+    than both spreads, i.e. the compute trend is not within training-seed noise."""
+    rows = []
+    for key, group in summary.groupby(by, sort=True):
+        lo, hi = group.loc[group[x].idxmin()], group.loc[group[x].idxmax()]
+        trend = float(hi[y] - lo[y])
+        spreads = (float(lo[f"{y}_max"] - lo[f"{y}_min"]), float(hi[f"{y}_max"] - hi[f"{y}_min"]))
+        rows.append({by: key, "trend": trend, "spread_smallest": spreads[0], "seeds_smallest": int(lo["n"]),
+                     "spread_largest": spreads[1], "seeds_largest": int(hi["n"]),
+                     "exceeds": abs(trend) > max(spreads) and min(lo["n"], hi["n"]) > 1})
+    return pd.DataFrame(rows)

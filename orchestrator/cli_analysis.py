@@ -17,6 +17,7 @@ from studies.spec import StudySpec
 from trainer.config import ConfigError
 
 from .common import DB_OPTION, clean_errors, err, open_store, out
+from .sample_grids import budget_panels, is_image_study
 from .study_frames import fit_rows, resolve_column, study_frame
 
 analyze_app = typer.Typer(help="Fit power laws and find Pareto frontiers in a study's results.", no_args_is_help=True)
@@ -108,8 +109,10 @@ def _save(fig, out_dir: Path, name: str, written: list[Path]) -> None:
     written.extend(analysis.save_figure(fig, out_dir / name))
 
 
-def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path) -> list[Path]:
-    """Every figure and table the study's kind supports, written under `out_dir`."""
+def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path,
+               references: dict[str, float] | None = None) -> list[Path]:
+    """Every figure and table the study's kind supports, written under `out_dir`; `references`
+    (name -> metric value: baselines, the metric's floor) are drawn on the compute-scaling figure."""
     written: list[Path] = []
     rows, _ = fit_rows(df, None)
     metric = "fd" if "fd" in df.columns else next((c for c in ("swd", "energy") if c in df.columns), None)
@@ -119,10 +122,16 @@ def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path) -> list[Path]:
     ect = spec.base.ect
     _save(analysis.fig_mapping_schedule(ect.q, ect.stages, ect.k, ect.b), out_dir, "mapping_schedule", written)
     if spec.kind == "compute_scaling":
-        _save(analysis.fig_compute_scaling(rows, x="normalized_compute", y=metric), out_dir, "compute_scaling", written)
+        _save(analysis.fig_compute_scaling(rows, x="normalized_compute", y=metric, saturating=True,
+                                                   references=references,
+                                                   xlabel="tuning compute (multiples of 12.8 M images)"), out_dir, "compute_scaling", written)
         _save(analysis.fig_pareto(rows, "train_flops", metric, hue="nfe"), out_dir, "pareto_train_compute", written)
         _save(analysis.fig_training_curve(rows, x="schedule.iterations", y=metric, logy=True), out_dir,
               "metric_vs_iterations", written)
+        if is_image_study(df):
+            panels = budget_panels(df)
+            if panels:
+                _save(analysis.fig_image_panels(panels), out_dir, "samples_per_budget", written)
     if spec.kind == "model_size":
         sized = rows.assign(mparams=rows["num_params"] / 1e6)
         _save(analysis.fig_model_size(sized, metric=metric, gflops="model_gflops", params="mparams"),

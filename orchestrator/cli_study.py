@@ -172,9 +172,11 @@ def report_cmd(
         store = open_store(db, create=False)
         spec = StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml))
         report = build_report(store, spec)
-        written = regenerate(study_frame(store, name), spec, out_dir) if out_dir is not None else []
+        references = {"pretrained, Heun": report.baselines.get(f"{report.metric}@heun"),
+                      "real-data floor": report.floor}
+        written = regenerate(study_frame(store, name), spec, out_dir, references) if out_dir is not None else []
     payload = {"study": name, "metric": report.metric, "floor": report.floor, "baselines": report.baselines,
-               "fits": report.fits, "runs": json.loads(report.runs.to_json(orient="records"))}
+               "fits": report.fits, "seed_spread": report.spread, "headline": report.headline, "runs": json.loads(report.runs.to_json(orient="records"))}
     if out_dir is not None:
         (out_dir / "report.json").write_text(json.dumps(payload, indent=2, default=float))
         report.runs.to_csv(out_dir / "runs.csv", index=False)
@@ -214,6 +216,22 @@ def _print_report(name: str, report) -> None:
                      fmt(f.get("E")), fmt(f.get("r")), fmt(f.get("p_value")),
                      f.get("error") or str(f.get("converged", "")) + (f" ({f['reason']})" if f.get("reason") else ""))
     out.print(fits)
+    best = report.headline.get("within_10pct", {})
+    if best.get("best") is not None:
+        out.print(f"ECT vs its pretraining: best 2-step {report.metric} within {best['fraction_allowed']:.0%} of the "
+                  f"pretraining compute = {best['best']:.4g} (at {best['fraction_used']:.1%}, {best['seeds']} seed(s)): "
+                  f"{best['vs_heun']:.2f}x the Heun sampler's {best['heun']:.4g}, {best['gain_vs_untuned']:.1f}x "
+                  f"better than 2-step sampling of the untuned model ({best['untuned']:.4g})", highlight=False)
+    steps = report.headline.get("two_step_beats_one_step", {})
+    if steps.get("holds") is not None:
+        out.print(f"2-step better than 1-step in {'every' if steps['holds'] else 'NOT every'} run "
+                  f"({steps['runs']} runs; worst 2-step/1-step ratio {steps['worst_ratio']:.3g})", highlight=False)
+    for row in report.spread:
+        if max(row["seeds_smallest"], row["seeds_largest"]) > 1:
+            verdict = "exceeds" if row["exceeds"] else "does NOT exceed"
+            out.print(f"NFE {row['nfe']:g}: compute trend {row['trend']:+.4g} (smallest to largest budget) {verdict} "
+                      f"the seed spread (max - min) {row['spread_smallest']:.3g} ({row['seeds_smallest']} seeds) "
+                      f"and {row['spread_largest']:.3g} ({row['seeds_largest']} seeds)", highlight=False)
 
 
 @app.command("cancel")

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 
-def save_image_grid(images: torch.Tensor, path: Path, scale: int = 1, pad: int = 1) -> Path:
-    """Tile [N, C, H, W] images in [-1, 1] into a near-square grid (mid-grey gaps of `pad` pixels)
-    and write it as an image file, each pixel enlarged `scale` times."""
+def tile_images(images: torch.Tensor, pad: int = 1, cols: int | None = None) -> np.ndarray:
+    """[N, C, H, W] images in [-1, 1] -> one uint8 array [rows*(H+pad)-pad, cols*(W+pad)-pad, C]
+    with mid-grey gaps; `cols` defaults to a near-square grid."""
     n, c, h, w = images.shape
-    cols = math.ceil(math.sqrt(n))
+    cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     arr = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     grid = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), 128, dtype=np.uint8)
@@ -22,6 +22,14 @@ def save_image_grid(images: torch.Tensor, path: Path, scale: int = 1, pad: int =
         r, col = divmod(i, cols)
         y, x = r * (h + pad), col * (w + pad)
         grid[y : y + h, x : x + w] = arr[i].transpose(1, 2, 0)
+    return grid
+
+
+def save_image_grid(images: torch.Tensor, path: Path, scale: int = 1, pad: int = 1) -> Path:
+    """Tile [N, C, H, W] images in [-1, 1] into a near-square grid (mid-grey gaps of `pad` pixels)
+    and write it as an image file, each pixel enlarged `scale` times."""
+    grid = tile_images(images, pad)
+    c = grid.shape[-1]
     img = Image.fromarray(grid[..., 0] if c == 1 else grid, mode="L" if c == 1 else "RGB")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

@@ -27,6 +27,8 @@ class StudyReport:
     floor: float | None  # metric of real data vs the reference at the same sample count
     fits: list[dict[str, Any]] = field(default_factory=list)
     metric: str = "fd"
+    spread: list[dict[str, Any]] = field(default_factory=list)  # compute trend vs training-seed spread per NFE
+    headline: dict[str, Any] = field(default_factory=dict)  # ECT vs its pretraining (the paper's claim)
 
 
 def _metric(df: pd.DataFrame) -> str:
@@ -59,10 +61,14 @@ def metric_floor(spec: StudySpec) -> float | None:
 
 
 def fits(df: pd.DataFrame, metric: str, x: str = "normalized_compute", bootstrap: int = 1000) -> list[dict[str, Any]]:
-    """Log-linear and saturating fits of the metric against compute, per NFE (where >= 3 points)."""
+    """Log-linear and saturating fits of the metric against compute, per NFE (where >= 3 budgets).
+
+    Runs at the same compute (training seeds) are averaged first, so every budget weighs the same.
+    """
     out = []
     rows, _ = fit_rows(df, None)
-    for nfe, group in rows.groupby("nfe"):
+    for nfe, runs in rows.groupby("nfe"):
+        group = analysis.seed_summary(runs, x, metric, by=())
         for form in ("loglinear", "saturating"):
             try:
                 if form == "loglinear":
@@ -86,4 +92,15 @@ def build_report(store: Store, spec: StudySpec) -> StudyReport:
         row = pre.iloc[0]
         baselines = {c: float(row[c]) for c in table.columns if str(c).startswith(f"{metric}@")
                      and not (isinstance(row[c], float) and math.isnan(row[c]))}
-    return StudyReport(table, baselines, metric_floor(spec), fits(df, metric), metric)
+    rows, _ = fit_rows(df, None)
+    spread = []
+    if rows["normalized_compute"].nunique() > 1:
+        summary = analysis.seed_summary(rows, "normalized_compute", metric)
+        spread = analysis.trend_vs_spread(summary, "normalized_compute", metric).to_dict(orient="records")
+    headline: dict[str, Any] = {}
+    if len(pre) and {f"{metric}@heun", f"{metric}@2"} <= baselines.keys() and not rows.empty:
+        headline = {"within_10pct": analysis.tuning_vs_pretraining(
+                        rows, float(pre.iloc[0]["train_flops"]), baselines[f"{metric}@heun"],
+                        baselines[f"{metric}@2"], metric=metric),
+                    "two_step_beats_one_step": analysis.fewer_steps_worse(rows, metric)}
+    return StudyReport(table, baselines, metric_floor(spec), fits(df, metric), metric, spread, headline)

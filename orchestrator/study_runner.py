@@ -68,7 +68,9 @@ def execute(store: Store, spec: StudySpec, storage: Path,
     store.set_study_status(spec.name, "running")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for role in ("pretrain", "tune", "run"):
-        stage_runs = [r for r in runs if r.role == role]
+        # longest first: with several runs at a time, the last to start is then a short one
+        stage_runs = sorted((r for r in runs if r.role == role),
+                            key=lambda r: -r.config.schedule.iterations * r.config.schedule.batch_size)
         jobs, _ = _jobs(store, stage_runs, storage)
         run_jobs(jobs, store, storage, f"{spec.name}-{role}-{stamp}", spec.max_failures, on_change)
         for job in jobs:  # a trial that ended without its final report (e.g. its worker died for good)

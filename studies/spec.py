@@ -39,11 +39,19 @@ class Variant(Strict):
 
     label: str
     overrides: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] | None = Field(None, min_length=1,
+                                    description="training seeds of this variant (e.g. extra seeds at the ends of a "
+                                                "scaling curve); default: the study's seeds")
 
     @field_validator("label")
     @classmethod
     def _label(cls, v: str) -> str:
         return check_name(v, "variant label")
+
+
+class Resources(Strict):
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
 
 
 class Pretrain(Strict):
@@ -56,11 +64,8 @@ class Pretrain(Strict):
 
     overrides: dict[str, Any] = Field(default_factory=dict)
     inherit: list[str] = Field(default_factory=list)
-
-
-class Resources(Strict):
-    cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
+    resources: Resources | None = Field(None, description="per pretraining run; default: the study's resources "
+                                                          "(e.g. all cores for the one pretraining run, one per tuning run)")
 
 
 class StudySpec(Strict):
@@ -150,8 +155,8 @@ def run_id_of(config: TrainConfig, depends_on: str | None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _combinations(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
-    """(label, overrides) for every variant x grid point (a study without variants has one, 'base')."""
+def _combinations(spec: StudySpec) -> list[tuple[str, dict[str, Any], list[int]]]:
+    """(label, overrides, seeds) for every variant x grid point (a study without variants has one, 'base')."""
     variants = spec.variants or [Variant(label="base")]
     axes = list(spec.grid.items())
     out = []
@@ -162,7 +167,7 @@ def _combinations(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
             for (key, _), value in zip(axes, values):
                 overrides[key] = value
                 parts.append(f"{key.split('.')[-1]}={value}")
-            out.append(("_".join(parts) if parts else variant.label, overrides))
+            out.append(("_".join(parts) if parts else variant.label, overrides, variant.seeds or spec.seeds))
     return out
 
 
@@ -177,7 +182,7 @@ def expand(spec: StudySpec) -> list[RunSpec]:
     """All runs of the study: pretraining runs (if any) first, then one run per variant, grid point and seed."""
     pretrains: dict[str, RunSpec] = {}
     runs: list[RunSpec] = []
-    for label, overrides in _combinations(spec):
+    for label, overrides, seeds in _combinations(spec):
         pre_id = None
         if spec.pretrain is not None:
             pre_cfg = _pretrain_for(spec, overrides)
@@ -187,10 +192,10 @@ def expand(spec: StudySpec) -> list[RunSpec]:
                 pre_label = "_".join(["pretrain"] + [f"{k.split('.')[-1]}={v}" for k, v in inherited.items()])
                 pretrains[pre_id] = RunSpec(run_id=pre_id, study=spec.name, label=pre_label, role="pretrain",
                                             config=pre_cfg, params={"stage": "pretrain", **inherited},
-                                            resources=spec.resources)
-        for seed in spec.seeds:
+                                            resources=spec.pretrain.resources or spec.resources)
+        for seed in seeds:
             cfg = apply_overrides(spec.base, {**overrides, "seed": seed})
-            run_label = label if len(spec.seeds) == 1 else f"{label}_seed{seed}"
+            run_label = label if len(seeds) == 1 else f"{label}_seed{seed}"
             runs.append(RunSpec(
                 run_id=run_id_of(cfg, pre_id), study=spec.name, label=run_label,
                 role="tune" if pre_id else "run", config=cfg, params={**overrides, "seed": seed},

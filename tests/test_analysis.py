@@ -458,3 +458,37 @@ def test_latest_evaluations_and_nfe_long():
     assert wide.loc[1, "step"] == 20
     long = table7_imagenet_long()
     assert sorted(long["nfe"].unique()) == [1, 2] and "fid_1step" not in long.columns
+
+
+def seeded_frame() -> pd.DataFrame:
+    """Three seeds at the smallest and largest budgets, one in between; known means and spreads."""
+    rows = [(1.0, 0, 50.0), (1.0, 1, 54.0), (1.0, 2, 52.0), (2.0, 0, 30.0), (4.0, 0, 20.0),
+            (8.0, 0, 12.0), (8.0, 1, 11.0), (8.0, 2, 13.0)]
+    return pd.DataFrame([{"normalized_compute": x, "seed": s, "fd": f, "nfe": 2} for x, s, f in rows])
+
+
+def test_seed_summary_and_trend_vs_spread():
+    summary = analysis.seed_summary(seeded_frame(), "normalized_compute", "fd")
+    assert summary["normalized_compute"].tolist() == [1.0, 2.0, 4.0, 8.0]
+    assert summary["fd"].tolist() == [52.0, 30.0, 20.0, 12.0]
+    assert summary["fd_min"].tolist() == [50.0, 30.0, 20.0, 11.0] and summary["n"].tolist() == [3, 1, 1, 3]
+    (row,) = analysis.trend_vs_spread(summary, "normalized_compute", "fd").to_dict(orient="records")
+    assert row["trend"] == -40.0 and row["spread_smallest"] == 4.0 and row["spread_largest"] == 2.0
+    assert row["exceeds"] is True
+    noisy = seeded_frame().assign(fd=lambda d: d["fd"].where(d["seed"] != 2, 5.0))
+    (row,) = analysis.trend_vs_spread(analysis.seed_summary(noisy, "normalized_compute", "fd"),
+                                      "normalized_compute", "fd").to_dict(orient="records")
+    assert row["exceeds"] is False  # seed 2 at the smallest budget spreads 49 > |trend|
+    one_seed = analysis.seed_summary(seeded_frame().query("seed == 0"), "normalized_compute", "fd")
+    assert analysis.trend_vs_spread(one_seed, "normalized_compute", "fd")["exceeds"].tolist() == [False]
+
+
+def test_fig_compute_scaling_pools_seeds_and_fits_the_means():
+    df = seeded_frame()
+    ax = fig_compute_scaling(df, y="fd").axes[0]
+    means = analysis.seed_summary(df, "normalized_compute", "fd", by=())
+    fit = fit_power_law(means["normalized_compute"], means["fd"])
+    assert any(f"α={fit.alpha:.3f}" in t for t in legend_texts(ax))
+    assert "2-step (mean, min-max over seeds)" in legend_texts(ax)
+    faint = [line for line in ax.lines if len(line.get_xdata()) == len(df)]
+    assert len(faint) == 1 and sorted(faint[0].get_ydata()) == sorted(df["fd"])

@@ -1,9 +1,6 @@
 """Studies through real Ray (a local 2-CPU instance on loopback) into a real SQLite file."""
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,21 +17,6 @@ BASE = {
     "schedule": {"batch_size": 32, "iterations": 12, "log_interval": 4, "checkpoint_interval": 6},
     "eval": {"metric": "swd", "nfe": [1, 2], "num_samples": 100},
 }
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    """One local Ray for the module, in its own short temp dir, stopped by us at the end."""
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="ect-ray-", dir="/tmp")
-    os.environ["RAY_TMPDIR"] = tmp
-    from orchestrator.ray_backend import init_ray
-
-    init_ray(None, num_cpus=2)
-    yield
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_study(tmp_path: Path, **spec) -> Path:

@@ -140,3 +140,28 @@ def test_pretraining_inherits_listed_keys_per_run():
             parent = next(p for p in pres if p.run_id == r.depends_on)
             assert parent.config.network.hidden == r.config.network.hidden
             assert parent.config.ect.q == 2.0  # not inherited: the base value
+
+
+def test_variant_seeds_override_the_study_seeds():
+    """Extra seeds only at the ends of a scaling curve: the other variants keep the study's seeds and labels."""
+    s = spec(variants=[{"label": "small", "overrides": {"schedule.iterations": 10}, "seeds": [0, 1, 2]},
+                       {"label": "mid", "overrides": {"schedule.iterations": 20}},
+                       {"label": "large", "overrides": {"schedule.iterations": 40}, "seeds": [0, 5]}])
+    runs = expand(s)
+    assert [(r.label, r.config.seed) for r in runs] == [
+        ("small_seed0", 0), ("small_seed1", 1), ("small_seed2", 2), ("mid", 0), ("large_seed0", 0), ("large_seed5", 5)]
+    # seed 0 of a variant is the same run as the single-seed run it extends (same config, same id)
+    single = expand(spec(variants=[{"label": "small", "overrides": {"schedule.iterations": 10}}]))
+    assert single[0].run_id == runs[0].run_id
+    with pytest.raises(ValueError, match="seeds"):
+        spec(variants=[{"label": "a", "seeds": []}])
+    with pytest.raises(ValueError, match="same config"):
+        expand(spec(variants=[{"label": "a", "seeds": [1, 1]}]))
+
+
+def test_pretraining_may_have_its_own_resources():
+    runs = expand(spec(pretrain={"overrides": {"schedule.iterations": 20}, "resources": {"cpus": 2}},
+                       resources={"cpus": 1}, grid={"ect.q": [2, 4]}))
+    assert [(r.role, r.resources.cpus) for r in runs] == [("pretrain", 2.0), ("tune", 1.0), ("tune", 1.0)]
+    same = expand(spec(pretrain={"overrides": {"schedule.iterations": 20}}, resources={"cpus": 1}))
+    assert same[0].resources.cpus == 1.0

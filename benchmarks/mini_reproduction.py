@@ -1,0 +1,111 @@
+"""The main job, measured: run the mini compute-scaling study from scratch (a fresh store, so nothing is
+reused) through the real CLI, then print its wall time and the figures the README quotes.
+
+Prints the machine, the wall time of `ect study run` and `ect study report`, the metric's floor, the
+diffusion and untuned baselines, FD per budget (mean and min-max over seeds), the fitted laws, and
+the paper's three claims at toy scale with the numbers that decide them:
+  (a) best 2-step FD within 10 % of the pretraining compute <= 3x the Heun-35 FD, and >= 20x better
+      than 2-step sampling of the untuned model;
+  (b) 2-step better than 1-step in every run;
+  (c) the compute trend exceeds the spread of the training seeds at the smallest and largest budgets,
+      and the fitted exponents' bootstrap intervals exclude 0.
+
+    python benchmarks/mini_reproduction.py [--preset studies/presets/mini/compute_scaling.yaml] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from studies.spec import load_study
+
+REPO = Path(__file__).resolve().parents[1]
+ECT = [sys.executable, "-m", "orchestrator"]
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return f"{os.cpu_count()} cores, {model or platform.machine()}, Python {platform.python_version()}"
+
+
+def timed(args: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(ECT + args, check=True, cwd=REPO)
+    return time.perf_counter() - start
+
+
+def budgets(runs: pd.DataFrame) -> pd.DataFrame:
+    """FD per budget and NFE over the tuning runs: mean, min, max, seeds."""
+    tune = runs[runs["role"] != "pretrain"]
+    rows = []
+    for col in ("fd@1", "fd@2"):
+        g = tune.groupby("images_seen")[col].agg(["mean", "min", "max", "count"])
+        rows.append(g.rename(columns=lambda c: f"{col} {c}"))
+    return pd.concat(rows, axis=1).reset_index()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", type=Path, default=REPO / "studies/presets/mini/compute_scaling.yaml")
+    parser.add_argument("--out", type=Path, default=None, help="new directory for the store and the report "
+                                                                  "[default: a fresh temporary directory]")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="ect-mini-"))
+    if out.exists() and any(out.iterdir()):
+        sys.exit(f"--out {out}: must be a new or empty directory (a filled store would reuse its runs)")
+    out.mkdir(parents=True, exist_ok=True)
+    db, storage, report_dir = out / "ect.db", out / "store", out / "report"
+    name = load_study(args.preset).name
+
+    run_s = timed(["study", "run", str(args.preset), "--db", str(db), "--storage", str(storage)])
+    report_s = timed(["study", "report", name, "--db", str(db), "--out", str(report_dir)])
+    rep = json.loads((report_dir / "report.json").read_text())
+    runs = pd.DataFrame(rep["runs"])
+
+    print(f"\n=== mini reproduction: {name} on {machine()}")
+    print(f"wall: study run {run_s:.0f} s + report {report_s:.0f} s = {(run_s + report_s) / 60:.2f} min")
+    print(f"FD floor (real vs reference, same sample count): {rep['floor']:.3f}")
+    print("pretrained baselines: " + ", ".join(f"{k} {v:.2f}" for k, v in rep["baselines"].items()))
+    with pd.option_context("display.width", 200, "display.precision", 3):
+        print(budgets(runs).to_string(index=False))
+    for fit in rep["fits"]:
+        if "error" in fit:
+            print(f"fit NFE {fit['nfe']} {fit['form']}: {fit['error']}")
+            continue
+        ci = fit.get("alpha_ci") or [float("nan")] * 2
+        extra = f" E={fit['E']:.3g}" if fit.get("E") is not None else f" r={fit['r']:.3f}"
+        print(f"fit NFE {fit['nfe']} {fit['form']}: alpha={fit['alpha']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]{extra}")
+
+    a, b = rep["headline"]["within_10pct"], rep["headline"]["two_step_beats_one_step"]
+    if a["best"] is None:
+        print("(a) no tuning run within 10% of the pretraining compute")
+    else:
+        ok = a["vs_heun"] <= 3 and a["gain_vs_untuned"] >= 20
+        print(f"(a) {'MET' if ok else 'NOT met'}: 2-step FD {a['best']:.2f} at {a['fraction_used']:.1%} of pretraining "
+              f"compute ({a['seeds']} seeds) = {a['vs_heun']:.2f}x Heun ({a['heun']:.2f}; claim <= 3x), "
+              f"{a['gain_vs_untuned']:.1f}x better than untuned 2-step ({a['untuned']:.1f}; claim >= 20x)")
+    print(f"(b) {'MET' if b['holds'] else 'NOT met'}: 2-step < 1-step in {b['runs']} runs "
+          f"(worst 2-step/1-step {b['worst_ratio']:.3f})")
+    cis = {(f["nfe"], f["form"]): f.get("alpha_ci") for f in rep["fits"] if "error" not in f}
+    excl = all(ci is not None and ci[1] < 0 for ci in cis.values()) and len(cis) == 4
+    for row in rep["seed_spread"]:
+        print(f"(c) NFE {row['nfe']}: trend {row['trend']:+.2f} vs seed spread {row['spread_smallest']:.2f} "
+              f"({row['seeds_smallest']} seeds, smallest budget) / {row['spread_largest']:.2f} "
+              f"({row['seeds_largest']} seeds, largest): {'exceeds' if row['exceeds'] else 'does NOT exceed'}")
+    print(f"(c) every fitted alpha's bootstrap interval excludes 0: {excl}")
+    print(f"report and figures: {report_dir}")
+
+
+if __name__ == "__main__":
+    main()
