@@ -492,3 +492,20 @@ def test_fig_compute_scaling_pools_seeds_and_fits_the_means():
     assert "2-step (mean, min-max over seeds)" in legend_texts(ax)
     faint = [line for line in ax.lines if len(line.get_xdata()) == len(df)]
     assert len(faint) == 1 and sorted(faint[0].get_ydata()) == sorted(df["fd"])
+
+
+def test_tuning_vs_pretraining_known_answer():
+    """Budget 10 and 20 FLOPs against pretraining 150: only budgets <= 15 count; seeds are averaged."""
+    runs = pd.DataFrame({"run_id": ["a", "b", "c", "a", "b", "c"], "nfe": [2, 2, 2, 1, 1, 1],
+                         "train_flops": [10.0, 10.0, 20.0] * 2, "fd": [12.0, 18.0, 4.0, 30.0, 40.0, 5.0]})
+    res = analysis.tuning_vs_pretraining(runs, pretrain_flops=150.0, heun=3.0, untuned=90.0)
+    assert res["best"] == 15.0 and res["seeds"] == 2 and res["fraction_used"] == pytest.approx(10 / 150)
+    assert res["vs_heun"] == 5.0 and res["gain_vs_untuned"] == 6.0
+    generous = analysis.tuning_vs_pretraining(runs, pretrain_flops=150.0, heun=3.0, untuned=90.0, fraction=0.2)
+    assert generous["best"] == 4.0  # budget 20 now fits and is better
+    assert analysis.tuning_vs_pretraining(runs, 50.0, 3.0, 90.0)["best"] is None  # nothing within 5 FLOPs
+
+    steps = analysis.fewer_steps_worse(runs)
+    assert steps == {"runs": 3, "holds": True, "worst_ratio": 0.8}
+    worse = runs.assign(fd=[12.0, 18.0, 6.0, 30.0, 40.0, 5.0])
+    assert analysis.fewer_steps_worse(worse)["holds"] is False
