@@ -122,9 +122,10 @@ def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path,
     ect = spec.base.ect
     _save(analysis.fig_mapping_schedule(ect.q, ect.stages, ect.k, ect.b), out_dir, "mapping_schedule", written)
     if spec.kind == "compute_scaling":
-        _save(analysis.fig_compute_scaling(rows, x="normalized_compute", y=metric, saturating=True,
-                                                   references=references,
-                                                   xlabel="tuning compute (multiples of 12.8 M images)"), out_dir, "compute_scaling", written)
+        scaling = analysis.fig_compute_scaling(rows, x="normalized_compute", y=metric, saturating=True,
+                                               references=references,
+                                               xlabel="tuning compute (multiples of 12.8 M images)")
+        _save(scaling, out_dir, "compute_scaling", written)
         _save(analysis.fig_pareto(rows, "train_flops", metric, hue="nfe"), out_dir, "pareto_train_compute", written)
         _save(analysis.fig_training_curve(rows, x="schedule.iterations", y=metric, logy=True), out_dir,
               "metric_vs_iterations", written)

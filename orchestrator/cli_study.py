@@ -176,7 +176,8 @@ def report_cmd(
                       "real-data floor": report.floor}
         written = regenerate(study_frame(store, name), spec, out_dir, references) if out_dir is not None else []
     payload = {"study": name, "metric": report.metric, "floor": report.floor, "baselines": report.baselines,
-               "fits": report.fits, "seed_spread": report.spread, "headline": report.headline, "runs": json.loads(report.runs.to_json(orient="records"))}
+               "fits": report.fits, "seed_spread": report.spread, "headline": report.headline,
+               "runs": json.loads(report.runs.to_json(orient="records"))}
     if out_dir is not None:
         (out_dir / "report.json").write_text(json.dumps(payload, indent=2, default=float))
         report.runs.to_csv(out_dir / "runs.csv", index=False)

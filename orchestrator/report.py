@@ -60,13 +60,11 @@ def metric_floor(spec: StudySpec) -> float | None:
     return fd_to_reference(subset, evaluator.reference, evaluator.extractor)
 
 
-def fits(df: pd.DataFrame, metric: str, x: str = "normalized_compute", bootstrap: int = 1000) -> list[dict[str, Any]]:
-    """Log-linear and saturating fits of the metric against compute, per NFE (where >= 3 budgets).
-
-    Runs at the same compute (training seeds) are averaged first, so every budget weighs the same.
-    """
+def fits(rows: pd.DataFrame, metric: str, x: str = "normalized_compute", bootstrap: int = 1000) -> list[dict[str, Any]]:
+    """Log-linear and saturating fits of the metric against compute, per NFE (where >= 3 budgets), on the
+    `fit_rows` of a study. Runs at the same compute (training seeds) are averaged first, so every budget
+    weighs the same."""
     out = []
-    rows, _ = fit_rows(df, None)
     for nfe, runs in rows.groupby("nfe"):
         group = analysis.seed_summary(runs, x, metric, by=())
         for form in ("loglinear", "saturating"):
@@ -103,4 +101,4 @@ def build_report(store: Store, spec: StudySpec) -> StudyReport:
                         rows, float(pre.iloc[0]["train_flops"]), baselines[f"{metric}@heun"],
                         baselines[f"{metric}@2"], metric=metric),
                     "two_step_beats_one_step": analysis.fewer_steps_worse(rows, metric)}
-    return StudyReport(table, baselines, metric_floor(spec), fits(df, metric), metric, spread, headline)
+    return StudyReport(table, baselines, metric_floor(spec), fits(rows, metric), metric, spread, headline)

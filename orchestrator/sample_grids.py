@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainer.config import TrainConfig
 from trainer.loop import load_model
+from trainer.precond import Precond
 from trainer.sampling import consistency_sample, heun_sample, nfe_of
 
 from .images import tile_images
@@ -17,9 +19,9 @@ from .images import tile_images
 Panels = dict[tuple[str, str], np.ndarray]
 
 
-def _samples(checkpoint: Path, steps: int | None, n: int, seed: int) -> tuple[torch.Tensor, int]:
-    """n samples of a checkpoint's EMA: `steps`-step consistency sampling, or Heun when steps is None."""
-    net, cfg, shape = load_model(checkpoint)
+def _samples(net: Precond, cfg: TrainConfig, shape: tuple[int, ...], steps: int | None, n: int,
+             seed: int) -> tuple[torch.Tensor, int]:
+    """n samples of a loaded model: `steps`-step consistency sampling, or Heun when steps is None."""
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(net.label_dim, (n,), generator=gen) if net.label_dim else None
     if steps is None:
@@ -42,13 +44,13 @@ def budget_panels(frame: pd.DataFrame, steps: tuple[int, ...] = (1, 2), n: int =
     """Tiles of `n` samples per (run, sampler); the pretrained model also gets the Heun sampler."""
     panels: Panels = {}
     for run in one_run_per_budget(frame).itertuples():
-        checkpoint = Path(run.checkpoint)
+        model = load_model(Path(run.checkpoint))  # once per run, shared by its samplers
         row = "pretrained (untuned)" if run.role == "pretrain" else str(run.label)
         if run.role == "pretrain":
-            images, nfe = _samples(checkpoint, None, n, seed)
+            images, nfe = _samples(*model, None, n, seed)
             panels[(row, f"Heun, {nfe} NFE")] = tile_images(images, cols=8)
         for k in steps:
-            images, _ = _samples(checkpoint, k, n, seed)
+            images, _ = _samples(*model, k, n, seed)
             panels[(row, f"{k}-step")] = tile_images(images, cols=8)
     return panels
 
