@@ -23,7 +23,7 @@ from trainer.loop import load_model, meta_model, resolve_device, train
 from trainer.precond import Precond
 from trainer.sampling import consistency_sample, heun_sample, nfe_of
 
-from . import cli_analysis, cli_runs, cli_study, cli_toy
+from . import cli_analysis, cli_db, cli_runs, cli_study, cli_toy
 from .common import RUNTIME, clean_errors, err, out
 from .console import ProgressReporter
 from .images import save_image_grid, save_scatter
@@ -39,6 +39,7 @@ app.add_typer(cli_runs.app, name="runs")
 app.add_typer(cli_analysis.analyze_app, name="analyze")
 app.add_typer(cli_analysis.figures_app, name="figures")
 app.add_typer(cli_toy.app, name="toy")
+app.add_typer(cli_db.app, name="db")
 @app.command("train")
 def train_cmd(
     config: Path = typer.Argument(..., help="TrainConfig YAML file (see configs/)."),

@@ -52,7 +52,7 @@ def fit_cmd(
             raise ConfigError(f"--form {form!r}: expected loglinear or saturating")
         if sampler not in ("consistency", "heun"):
             raise ConfigError(f"--sampler {sampler!r}: expected consistency or heun")
-        store = open_store(db, create=False)
+        store = open_store(db, create=False, readonly=True)
         store.study(study)
         df = study_frame(store, study)
         rows, notes = fit_rows(df, nfe, sampler)
@@ -83,7 +83,7 @@ def pareto_cmd(
 ) -> None:
     """The non-dominated runs of a study: no other run is both cheaper and better."""
     with clean_errors():
-        store = open_store(db, create=False)
+        store = open_store(db, create=False, readonly=True)
         store.study(study)
         df = study_frame(store, study)
         rows, notes = fit_rows(df, nfe)
@@ -160,7 +160,7 @@ def regenerate_cmd(
 ) -> None:
     """Draw every figure (and table) that a study's kind supports from its stored results."""
     with clean_errors():
-        store = open_store(db, create=False)
+        store = open_store(db, create=False, readonly=True)
         spec = StudySpec.model_validate(yaml.safe_load(store.study(study).spec_yaml))
         written = regenerate(study_frame(store, study), spec, out_dir)
     for path in written:

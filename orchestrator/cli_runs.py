@@ -86,7 +86,7 @@ def list_cmd(
     """List runs, filtered and sorted."""
     with clean_errors():
         _one_format(json_out, csv_out)
-        df = select_runs(open_store(db, create=False), where, study, status, sort)
+        df = select_runs(open_store(db, create=False, readonly=True), where, study, status, sort)
     _emit(df[[c for c in COLUMNS if c in df.columns]], f"{len(df)} runs", json_out, csv_out)
 
 
@@ -95,14 +95,15 @@ def show_cmd(run_id: str = typer.Argument(..., help="Run id (or a unique prefix 
              db: Optional[str] = DB_OPTION, json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """One run: its record, resolved config and evaluations."""
     with clean_errors():
-        store = open_store(db, create=False)
+        store = open_store(db, create=False, readonly=True)
         run = store.run(run_id)
         evals = store.evaluations_frame()
         evals = evals[evals["run_id"] == run.run_id].drop(columns=["study", "label"]).drop_duplicates()
     record = {c.name: getattr(run, c.name) for c in Run.__table__.columns if c.name != "config_json"}
     if json_out:
         out.print_json(json.dumps({**record, "config": json.loads(run.config_json),
-                                   "evaluations": json.loads(evals.to_json(orient="records"))}))
+                                   "evaluations": json.loads(evals.to_json(orient="records"))},
+                                  default=lambda v: v.isoformat()))
         return
     table = Table(title=f"run {run.run_id} ({run.label})", show_header=False)
     for k, v in record.items():
@@ -119,7 +120,7 @@ def metrics_cmd(run_id: str = typer.Argument(..., help="Run id or unique prefix.
     """The training-metric time series of a run (one row per logged step)."""
     with clean_errors():
         _one_format(json_out, csv_out)
-        store = open_store(db, create=False)
+        store = open_store(db, create=False, readonly=True)
         df = store.metrics_frame(store.run(run_id).run_id)
     _emit(df, f"metrics of {run_id}", json_out, csv_out)
 
@@ -133,7 +134,7 @@ def export_cmd(
 ) -> None:
     """Write one CSV row per (run, evaluation) with every config parameter, for analysis elsewhere."""
     with clean_errors():
-        store = open_store(db, create=False)
+        store = open_store(db, create=False, readonly=True)
         runs = select_runs(store, where, study, None, "")
         params = store.params_frame(list(runs["run_id"]))
         evals = store.evaluations_frame(study).drop(columns=["study", "label"]).drop_duplicates()

@@ -138,7 +138,7 @@ def status_cmd(
 ) -> None:
     """Runs of a study with status, step, attempts and compute."""
     with clean_errors():
-        store = open_store(db, create=False)
+        store = open_store(db, create=False, readonly=True)
         study = store.study(name)
         df = store.runs_frame(name)
     cols = ["run_id", "label", "role", "status", "step", "total_steps", "attempts", "train_flops", "error"]
@@ -169,7 +169,7 @@ def report_cmd(
     from .study_frames import study_frame
 
     with clean_errors():
-        store = open_store(db, create=False)
+        store = open_store(db, create=False, readonly=True)
         spec = StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml))
         report = build_report(store, spec)
         references = {"pretrained, Heun": report.baselines.get(f"{report.metric}@heun"),
@@ -249,8 +249,8 @@ def cancel_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional
 def list_cmd(db: Optional[str] = DB_OPTION, json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Studies in the store."""
     with clean_errors():
-        store = open_store(db, create=False)
-        rows = [{"name": s.name, "kind": s.kind, "status": s.status, "created_at": s.created_at,
+        store = open_store(db, create=False, readonly=True)
+        rows = [{"name": s.name, "kind": s.kind, "status": s.status, "created_at": s.created_at.isoformat(),
                  "runs": len(store.runs_frame(s.name))} for s in store.studies()]
     if json_out:
         out.print_json(json.dumps(rows))

@@ -15,7 +15,7 @@ from trainer.data import DataError
 from trainer.metrics import MissingWeightsError
 
 from .query import FilterError
-from .store import Store, StoreError, database_url
+from .store import NoStoreError, Store, StoreError, database_url
 
 err = Console(stderr=True)
 out = Console()
@@ -25,16 +25,17 @@ DB_OPTION = typer.Option(None, "--db", help="Store: an SQLAlchemy URL or an SQLi
 STORAGE_OPTION = typer.Option(Path("ect-store"), "--storage", help="Root of run directories and checkpoints; on a multi-node cluster, a path every node sees.")
 
 
-def open_store(db: Optional[str], create: bool = True) -> Store:
-    return Store(database_url(db), create=create)
+def open_store(db: Optional[str], create: bool = True, readonly: bool = False) -> Store:
+    """The store at --db; `readonly` for commands that write nothing (never created, migrated or changed)."""
+    return Store(database_url(db), create=create, readonly=readonly)
 
 
 def existing_store(db: Optional[str]) -> Store | None:
-    """The store if an SQLite file is there (or any other URL), else None: for commands that write nothing."""
-    url = database_url(db)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).expanduser().is_file():
+    """The store read-only, or None where there is none yet (no SQLite file, an empty database)."""
+    try:
+        return Store(database_url(db), create=False, readonly=True)
+    except NoStoreError:
         return None
-    return Store(url, create=False)
 
 
 @contextmanager

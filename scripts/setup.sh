@@ -20,4 +20,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 $PIP install --quiet -e ".[dev]"
+# A PostgreSQL server for the store's tests (tests/pg.py starts one per test session): Debian's
+# package where apt-get exists and we are root; elsewhere those tests skip and say why.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+    && [ "$(id -u)" -eq 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+    || echo "setup: could not install postgresql; the PostgreSQL store tests will skip" >&2
+fi
 .venv/bin/python -c "import torch, trainer, orchestrator; print('ect: ready (torch', torch.__version__ + ')')"

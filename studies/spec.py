@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trainer.config import TAGS, ConfigError, TrainConfig, error_message, error_path, load_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_NAME_LENGTH = 64  # the store's column for study names
+MAX_LABEL_LENGTH = 128  # the store's column for run labels (variant label, grid values and seed joined)
 
 
 class Strict(BaseModel):
@@ -204,6 +206,9 @@ def expand(spec: StudySpec) -> list[RunSpec]:
     runs = list(pretrains.values()) + runs
     seen: dict[str, str] = {}
     for r in runs:
+        if len(r.label) > MAX_LABEL_LENGTH:
+            raise ValueError(f"run label {r.label!r} has {len(r.label)} characters, the store holds at most "
+                             f"{MAX_LABEL_LENGTH} (shorten the variant label or grid values)")
         if r.run_id in seen:
             raise ValueError(f"runs {seen[r.run_id]!r} and {r.label!r} resolve to the same config")
         seen[r.run_id] = r.label

@@ -1,4 +1,4 @@
-"""Shared fixtures: one local Ray for the whole test session."""
+"""Shared fixtures: one local Ray for the whole test session; SQLite and PostgreSQL stores."""
 
 import os
 import shutil
@@ -20,3 +20,27 @@ def ray_session():
     yield
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server on 127.0.0.1 for the session (tests/pg.py); tests using it skip where none can run."""
+    import pg
+
+    reason = pg.unavailable()
+    if reason is not None:
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+    server = pg.PgServer(pg.binaries())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """An empty database URL, once for an SQLite file and once for a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ect.db'}"
+    return request.getfixturevalue("pg_server").database()

@@ -1,5 +1,5 @@
-"""The SQL store on a real SQLite file: registration, idempotence, filters (and injection attempts),
-concurrent readers, schema checks, bad URLs."""
+"""The SQL store on a real SQLite file and a real PostgreSQL server (tests/pg.py): registration,
+idempotence, filters (and injection attempts), concurrent readers, schema checks, bad URLs."""
 
 import hashlib
 import json
@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import column, create_engine, inspect, select, table
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -29,22 +29,25 @@ def make_spec(name="s", **over) -> StudySpec:
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    return Store(database_url(str(tmp_path / "ect.db")))
+def store(store_url) -> Store:
+    return Store(store_url)
 
 
 def register(store: Store, spec: StudySpec) -> list[str]:
     return store.register_study(spec, dump_spec(spec), expand(spec))
 
 
-def rows_digest(path: Path) -> str:
+def rows_digest(url: str) -> str:
     """A checksum of every row of every table (to prove a failed command changed nothing)."""
-    con = sqlite3.connect(path)
+    engine = create_engine(url)
     h = hashlib.sha256()
-    for (table,) in con.execute("select name from sqlite_master where type='table' order by name"):
-        for row in con.execute(f"select * from {table} order by 1"):  # noqa: S608 - test-only, table names from sqlite
-            h.update(repr(row).encode())
-    con.close()
+    with engine.connect() as conn:
+        for name in sorted(inspect(conn).get_table_names()):
+            cols = [c["name"] for c in inspect(conn).get_columns(name)]
+            t = table(name, *(column(c) for c in cols))
+            for row in conn.execute(select(t).order_by(*t.c)):
+                h.update(repr(tuple(row)).encode())
+    engine.dispose()
     return h.hexdigest()
 
 
@@ -92,19 +95,18 @@ INJECTIONS = [
 
 
 @pytest.mark.parametrize("where", INJECTIONS)
-def test_injection_attempts_are_rejected_and_change_nothing(tmp_path, where):
-    db = tmp_path / "ect.db"
-    store = Store(database_url(str(db)))
+def test_injection_attempts_are_rejected_and_change_nothing(store_url, where):
+    store = Store(store_url)
     register(store, make_spec())
-    before = rows_digest(db)
-    res = runner.invoke(app, ["runs", "list", "--db", str(db), "--where", where])
+    before = rows_digest(store_url)
+    res = runner.invoke(app, ["runs", "list", "--db", store_url, "--where", where])
     assert res.exit_code == 2 and "--where" in res.stderr and res.stderr.strip().count("\n") == 0
-    assert rows_digest(db) == before
+    assert rows_digest(store_url) == before
 
 
-def test_runs_cli_json_csv_and_sort(tmp_path):
-    db = tmp_path / "ect.db"
-    register(Store(database_url(str(db))), make_spec())
+def test_runs_cli_json_csv_and_sort(store_url):
+    db = store_url
+    register(Store(db), make_spec())
     res = runner.invoke(app, ["runs", "list", "--db", str(db), "--where", "dropout>0", "--json", "--sort", "-dropout"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
@@ -115,8 +117,8 @@ def test_runs_cli_json_csv_and_sort(tmp_path):
     assert show.exit_code == 0 and json.loads(show.stdout)["config"]["network"]["dropout"] == 0.4
 
 
-def test_two_readers_during_writes(tmp_path):
-    url = database_url(str(tmp_path / "ect.db"))
+def test_two_readers_during_writes(store_url):
+    url = store_url
     writer = Store(url)
     register(writer, make_spec())
     run_id = writer.runs_frame("s")["run_id"][0]
@@ -147,19 +149,22 @@ def test_two_readers_during_writes(tmp_path):
 def test_failed_write_leaves_no_partial_rows(store):
     register(store, make_spec())
     run_id = store.runs_frame("s")["run_id"][0]
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         store.add_metrics(run_id, 5, {"loss": 1.0, "bad": "not a number"})
-    assert len(store.metrics_frame(run_id)) == 0
+    with pytest.raises(StoreError, match="no run with id 'nope'"):
+        store.add_metrics("nope", 5, {"loss": 1.0})
+    assert len(store.metrics_frame(run_id)) == 0 and len(store.metrics_frame("nope")) == 0
 
 
 def test_schema_version_and_foreign_files(tmp_path):
     db = tmp_path / "ect.db"
     Store(database_url(str(db)))
     con = sqlite3.connect(db)
+    con.execute("drop table alembic_version")
     con.execute("update meta set value='0' where key='schema_version'")
     con.commit()
     con.close()
-    with pytest.raises(StoreError, match="schema version 0, this ect expects 1"):
+    with pytest.raises(StoreError, match="store schema version 0 is not one this ect knows"):
         Store(database_url(str(db)))
     text = tmp_path / "notes.txt"
     text.write_text("hello, I am not a database" * 100)
@@ -184,9 +189,9 @@ def test_urls_with_passwords_are_redacted():
         assert res.exit_code == 1 and "s3cret" not in res.output and "***" in res.stderr, res.output
 
 
-def test_unknown_study_and_run(tmp_path):
-    db = tmp_path / "ect.db"
-    Store(database_url(str(db)))
+def test_unknown_study_and_run(store_url):
+    db = store_url
+    Store(db)
     res = runner.invoke(app, ["study", "status", "nope", "--db", str(db)])
     assert res.exit_code == 1 and "no study named 'nope'" in res.stderr
     res = runner.invoke(app, ["runs", "show", "abcdef", "--db", str(db)])
