@@ -188,13 +188,29 @@ def test_paper_scale_counts_and_aware_timestamps(store_url):
     store.update_run(ids[0], images_seen=2**41, num_params=3 * 2**31, attempts=2**33, started_at=started,
                      finished_at="2026-01-02T04:00:00+00:00")
     store.add_metrics(ids[0], 2**40, {"loss": 1.0})
-    run = Store(store_url, readonly=True).run(ids[0])
+    plain = store_url.replace("postgresql+psycopg://", "postgresql://")  # plain postgresql:// means psycopg 3
+    run = Store(plain, readonly=True).run(ids[0])
     assert (run.images_seen, run.num_params, run.attempts, run.step) == (2**41, 3 * 2**31, 2**33, 2**40)
     assert run.started_at == started and run.started_at.tzinfo == timezone.utc
     assert run.finished_at == datetime(2026, 1, 2, 4, tzinfo=timezone.utc)
     assert abs((now() - run.created_at).total_seconds()) < 3600
     with pytest.raises(StoreError, match="timezone-aware"):
         store.update_run(ids[0], started_at=datetime(2026, 1, 1))
+
+
+def test_job_and_error_file_columns(store_url):
+    store, (rid,) = registered(store_url, n=1)
+    store.set_study_job("s", "raysubmit_" + "x" * 100, "http://127.0.0.1:8265")
+    store.update_run(rid, status="failed", error="ValueError: boom", error_file="/shared/ect/runs/x/error.txt")
+    study, run = store.study("s"), store.run(rid)
+    assert (study.job_id, study.job_address) == ("raysubmit_" + "x" * 100, "http://127.0.0.1:8265")
+    assert run.error_file == "/shared/ect/runs/x/error.txt"
+    for write in (lambda: store.set_study_status("nope", "running"), lambda: store.set_study_job("nope", "j", "a"),
+                  lambda: store.cancel_study("nope")):
+        with pytest.raises(StoreError, match="no study named 'nope'"):
+            write()
+    with pytest.raises(StoreError, match="opened read-only"):
+        Store(store_url, readonly=True).update_run(rid, status="running")
 
 
 def test_plan_on_an_empty_database_writes_nothing(store_url, tmp_path):

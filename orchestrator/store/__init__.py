@@ -90,10 +90,8 @@ def redact(url: str) -> str:
 
 
 def database_url(db: str | None) -> str:
-    """`--db` value, else $ECT_DB, else ./ect.db. A bare path means an SQLite file; postgresql:// uses psycopg 3."""
+    """`--db` value, else $ECT_DB, else ./ect.db. A bare path means an SQLite file."""
     value = db or os.environ.get("ECT_DB") or DEFAULT_DB
-    if value.startswith("postgresql://"):
-        return "postgresql+psycopg://" + value.removeprefix("postgresql://")
     return value if "://" in value else f"sqlite:///{value}"
 
 
@@ -135,8 +133,10 @@ def _make_engine(url: str, create: bool, foreign_keys: bool = True) -> Engine:
                 raise StoreError(f"{redact(url)}: cannot be used as a database (it is a directory)")
             if not create and not path.is_file():
                 raise NoStoreError(f"{redact(url)}: no ECT store here (file {path} does not exist)")
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")  # the driver of ect-scaling[postgres]
     try:
-        engine = create_engine(url, **kwargs)
+        engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ImportError) as e:
         hint = "; pip install 'ect-scaling[postgres]'" if backend == "postgresql" else ""
         raise StoreError(f"{redact(url)}: no database driver for it here ({type(e).__name__}: {e}{hint})") from None
@@ -240,7 +240,10 @@ class Store:
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on any error; database errors become StoreError."""
+        """One transaction: committed on success, rolled back on any error; database errors become StoreError.
+
+        `write`: the transaction writes (on SQLite it takes the write lock at BEGIN, so writers never deadlock).
+        """
         if write and self.readonly:
             raise StoreError(f"{redact(self.url)}: opened read-only")
         try:
@@ -292,23 +295,26 @@ class Store:
 
     def study(self, name: str) -> Study:
         with self.session() as s:
-            study = s.get(Study, name)
-        if study is None:
-            raise StoreError(f"no study named {name!r} in {redact(self.url)} (see `ect study list`)")
-        return study
+            return self._study(s, name)
 
     def studies(self) -> list[Study]:
         with self.session() as s:
             return list(s.scalars(select(Study).order_by(Study.created_at)))
 
+    def _study(self, s: Session, name: str) -> Study:
+        study = s.get(Study, name)
+        if study is None:
+            raise StoreError(f"no study named {name!r} in {redact(self.url)} (see `ect study list`)")
+        return study
+
     def set_study_status(self, name: str, status: str) -> None:
         with self.session(write=True) as s:
-            s.get(Study, name).status = status
+            self._study(s, name).status = status
 
     def set_study_job(self, name: str, job_id: str | None, job_address: str | None) -> None:
         """Record the Ray Job that drives a submitted study (None, None: no job)."""
         with self.session(write=True) as s:
-            study = s.get(Study, name)
+            study = self._study(s, name)
             study.job_id, study.job_address = job_id, job_address
 
     def run(self, run_id: str) -> Run:
@@ -328,7 +334,7 @@ class Store:
                 StudyRun.study == name, Run.status.in_(("pending", "running")))).all()
             for run in runs:
                 run.status = "cancelled"
-            s.get(Study, name).status = "cancelled"
+            self._study(s, name).status = "cancelled"
             return len(runs)
 
     def update_run(self, run_id: str, **fields: Any) -> None:

@@ -36,6 +36,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def registered_at() -> datetime:
+    """Creation time to the second: listings order by it, then by label, so runs registered together sort by label."""
+    return utcnow().replace(microsecond=0)
+
+
 class UTCDateTime(TypeDecorator):
     """An aware UTC datetime on every backend; SQLite keeps no zone, so it stores UTC and reads back aware.
 
@@ -78,7 +83,7 @@ class Study(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     spec_yaml: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="pending")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=registered_at)
     job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     job_address: Mapped[str | None] = mapped_column(Text, nullable=True)
 
@@ -102,7 +107,7 @@ class Run(Base):
     node: Mapped[str | None] = mapped_column(String(128), nullable=True)
     config_json: Mapped[str] = mapped_column(Text)
     depends_on: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=registered_at)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     wall_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
