@@ -342,3 +342,17 @@ def test_database_errors_are_one_line_naming_the_database(store_url, request):
     assert message.startswith(store_url.replace(":s3cret@", ":***@") + ": ")
     res = runner.invoke(app, ["runs", "metrics", rid, "--db", store_url])
     assert res.exit_code == 1 and res.stderr.strip().count("\n") == 0 and "s3cret" not in res.output
+
+
+def test_two_drivers_registering_overlapping_studies_at_once(store_url):
+    """Every mini digits study shares one pretraining: both registrations succeed and share the runs."""
+    Store(store_url)
+    specs = [StudySpec.model_validate({"name": f"study{i}", "base": BASE, "seeds": [0, 1, 2, 3 + i]}) for i in range(2)]
+
+    def register(store: Store, i: int) -> list[str]:
+        return store.register_study(specs[i], dump_spec(specs[i]), expand(specs[i]))
+
+    new = race(store_url, register)
+    assert len(new[0]) + len(new[1]) == 5  # seeds 0-2 shared, 3 and 4 each once
+    store = Store(store_url, readonly=True)
+    assert len(store.runs_frame("study0")) == 4 and len(store.runs_frame("study1")) == 4

@@ -44,6 +44,7 @@ from .schema import (
 )
 
 DEFAULT_DB = "sqlite:///ect.db"
+MIGRATE_LOCK, REGISTER_LOCK = 0xEC7_0001, 0xEC7_0002  # PostgreSQL advisory lock keys
 STATUSES = ("pending", "running", "completed", "failed", "diverged", "cancelled")
 FINISHED = ("completed", "diverged")
 
@@ -208,7 +209,7 @@ class Store:
         try:
             with engine.connect().execution_options(ect_write=True) as conn, conn.begin():
                 if conn.dialect.name == "postgresql":
-                    conn.execute(select(func.pg_advisory_xact_lock(0xEC7)))
+                    conn.execute(select(func.pg_advisory_xact_lock(MIGRATE_LOCK)))
                 revision = migrate.current(conn)
                 if revision is None:
                     migrate.create(conn)
@@ -262,6 +263,12 @@ class Store:
         """The dialect's INSERT with ON CONFLICT (SQLite and PostgreSQL)."""
         return {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[self.engine.dialect.name]
 
+    def _serialize(self, s: Session) -> None:
+        """Make this check-then-insert transaction the only one of its kind until it ends (two drivers registering
+        overlapping studies at once). SQLite's BEGIN IMMEDIATE already does; PostgreSQL takes an advisory lock."""
+        if self.engine.dialect.name == "postgresql":
+            s.execute(select(func.pg_advisory_xact_lock(REGISTER_LOCK)))
+
     def _clock(self, s: Session) -> datetime:
         """Now on the database's clock (PostgreSQL's, so drivers on several hosts agree; SQLite is one host)."""
         if self.engine.dialect.name == "postgresql":
@@ -274,6 +281,7 @@ class Store:
         """Insert the study and its runs (existing runs are shared, not duplicated); returns new run ids."""
         new = []
         with self.session(write=True) as s:
+            self._serialize(s)
             study = s.get(Study, spec.name)
             if study is None:
                 s.add(Study(name=spec.name, kind=spec.kind, description=spec.description, spec_yaml=spec_yaml))
