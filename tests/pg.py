@@ -62,10 +62,10 @@ class PgServer:
                   "-o", options, "-w", "-t", "120", "start")
 
     def stop(self) -> None:
-        """Stop the server by its PID file (pg_ctl), then remove its directory."""
+        """Stop the server by its PID file (pg_ctl; immediate: its data is thrown away), then remove its directory."""
         try:
             if (self.data / "postmaster.pid").is_file():
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "-t", "60", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

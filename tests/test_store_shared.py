@@ -356,3 +356,14 @@ def test_two_drivers_registering_overlapping_studies_at_once(store_url):
     assert len(new[0]) + len(new[1]) == 5  # seeds 0-2 shared, 3 and 4 each once
     store = Store(store_url, readonly=True)
     assert len(store.runs_frame("study0")) == 4 and len(store.runs_frame("study1")) == 4
+
+
+def test_timestamp_filters(store_url):
+    store, ids = registered(store_url, n=2)
+    store.update_run(ids[0], started_at=datetime(2026, 1, 2, 12, tzinfo=timezone.utc))
+    store.update_run(ids[1], started_at=datetime(2026, 1, 3, 12, tzinfo=timezone.utc))
+    res = runner.invoke(app, ["runs", "list", "--db", store_url, "--where", "started_at>2026-01-03", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [r["run_id"] for r in yaml.safe_load(res.stdout)] == [ids[1]]
+    show = runner.invoke(app, ["runs", "show", ids[0], "--db", store_url, "--json"])
+    assert show.exit_code == 0 and yaml.safe_load(show.stdout)["started_at"] == "2026-01-02T12:00:00+00:00"

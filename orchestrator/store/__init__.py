@@ -149,7 +149,8 @@ def _make_engine(url: str, create: bool, foreign_keys: bool = True) -> Engine:
 
 
 def _sqlite_transactions(engine: Engine, foreign_keys: bool) -> None:
-    """pysqlite's implicit transactions start a write only at the first write; ours take the lock up front."""
+    """Explicit SQLite transactions: a writing one starts with BEGIN IMMEDIATE, taking the write lock up front, so
+    two writers wait for each other (busy timeout) rather than one failing to upgrade its read lock mid-way."""
 
     @event.listens_for(engine, "connect")
     def _connect(conn: Any, _record: Any) -> None:
@@ -181,7 +182,8 @@ class Store:
 
     def _fail(self, e: BaseException, what: str = "") -> StoreError:
         """A one-line StoreError naming the database (password masked) and the driver's first line."""
-        return StoreError(f"{redact(self.url)}: {what + ' (' + _reason(e) + ')' if what else _reason(e)}")
+        reason = _reason(e)
+        return StoreError(f"{redact(self.url)}: {what} ({reason})" if what else f"{redact(self.url)}: {reason}")
 
     def _open(self, create: bool) -> None:
         try:

@@ -6,6 +6,7 @@ A store's revision is Alembic's `alembic_version`; stores written before migrati
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
@@ -32,14 +33,20 @@ def _config(conn: Connection | None = None) -> Config:
     return cfg
 
 
+@lru_cache(maxsize=1)
+def _revisions() -> tuple[str, frozenset[str]]:
+    script = ScriptDirectory.from_config(_config())
+    return script.get_current_head(), frozenset(r.revision for r in script.walk_revisions())
+
+
 def head() -> str:
     """The newest revision this code knows."""
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    return _revisions()[0]
 
 
 def known(revision: str) -> bool:
-    script = ScriptDirectory.from_config(_config())
-    return any(r.revision == revision for r in script.walk_revisions())
+    """Whether this code has the migration `revision` (a store at an unknown one was written by a newer ect)."""
+    return revision in _revisions()[1]
 
 
 def current(conn: Connection) -> str | None:

@@ -44,7 +44,8 @@ def registered_at() -> datetime:
 class UTCDateTime(TypeDecorator):
     """An aware UTC datetime on every backend; SQLite keeps no zone, so it stores UTC and reads back aware.
 
-    Accepts aware datetimes and ISO 8601 strings with an offset; a naive value is refused.
+    Accepts aware datetimes and ISO 8601 strings (without an offset: UTC, e.g. `--where started_at>2026-01-01`);
+    a naive datetime is refused (a bug in the caller, whose zone is unknown).
     """
 
     impl = DateTime(timezone=True)
@@ -55,6 +56,7 @@ class UTCDateTime(TypeDecorator):
             return None
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
+            value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         if not isinstance(value, datetime) or value.tzinfo is None:
             raise ValueError(f"timestamp {value!r}: expected a timezone-aware datetime")
         value = value.astimezone(timezone.utc)
