@@ -245,13 +245,18 @@ def cancel_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional
     out.print(f"study {name}: {n} runs cancelled")
 
 
+def study_rows(store: Store) -> list[dict]:
+    """The studies in the store: name, kind, status, created_at and number of runs."""
+    return [{"name": s.name, "kind": s.kind, "status": s.status, "created_at": s.created_at,
+             "runs": len(store.runs_frame(s.name))} for s in store.studies()]
+
+
 @app.command("list")
 def list_cmd(db: Optional[str] = DB_OPTION, json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Studies in the store."""
     with clean_errors():
         store = open_store(db, create=False)
-        rows = [{"name": s.name, "kind": s.kind, "status": s.status, "created_at": s.created_at,
-                 "runs": len(store.runs_frame(s.name))} for s in store.studies()]
+        rows = study_rows(store)
     if json_out:
         out.print_json(json.dumps(rows))
         return
