@@ -25,6 +25,8 @@ USAGE_ERRORS = (ConfigError, FilterError)
 RUNTIME_ERRORS = (DataError, CheckpointError, StoreError, MissingWeightsError, RuntimeError, ValueError)
 
 DB_OPTION = typer.Option(None, "--db", help="Store: an SQLAlchemy URL or an SQLite file path [default: $ECT_DB, else ./ect.db].")
+TRACK_OPTION = typer.Option(None, "--track", help="Mirror the study into MLflow: mlflow (then $MLFLOW_TRACKING_URI) or mlflow:URI [default: the study's tracking:].")
+DASHBOARD_OPTION = typer.Option(False, "--dashboard", help="Start the local Ray head with its dashboard, on 127.0.0.1 only.")
 STORAGE_OPTION = typer.Option(Path("ect-store"), "--storage", help="Root of run directories and checkpoints; on a multi-node cluster, a path every node sees.")
 
 
