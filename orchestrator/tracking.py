@@ -9,6 +9,7 @@ the study: the live path prints one warning line and keeps going.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -211,8 +212,6 @@ class MlflowTracker:
 
 
 def _results_digest(store: Store, study: str) -> str:
-    import hashlib
-
     runs = store.runs_frame(study)[["run_id", "status", "step"]].sort_values("run_id")
     evals = store.evaluations_frame(study)
     text = runs.to_json(orient="records") + evals.sort_values(list(evals.columns[:6])).to_json(orient="records")
@@ -228,7 +227,7 @@ class LiveTracking:
         self.tracker, self.store, self.study, self.console, self.interval = tracker, store, study, console, interval
         self._pending: set[str] = set()
         self._lock, self._stop = threading.Lock(), threading.Event()
-        self._warned = self.down = False
+        self._warned = False
         self._thread = threading.Thread(target=self._loop, name="ect-tracking", daemon=True)
         self._thread.start()
 
@@ -248,7 +247,6 @@ class LiveTracking:
         try:
             self.tracker.sync(self.store, self.study, run_ids, report=report)
         except Exception as e:  # the tracker's failures (network, server errors) must never stop a study
-            self.down = True
             if not self._warned:
                 self._warned = True
                 reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
@@ -256,7 +254,6 @@ class LiveTracking:
                                    f"study goes on, `ect study sync-tracking {self.study}` uploads it later",
                                    highlight=False, soft_wrap=True)
             return False
-        self.down = False
         return True
 
     def close(self) -> bool:

@@ -1,6 +1,7 @@
 """Studies mirrored into a real `mlflow server` (started here on 127.0.0.1, SQLite backend, stopped by its
 process group), tracking that is down, bad --track values, no Tune TensorBoard files, and trial names."""
 
+import io
 import json
 import os
 import signal
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
+import synthetic_store
 from orchestrator.cli import app
 from orchestrator.ray_backend import Job, trial_name
 from orchestrator.store import Store, database_url, flatten
+from orchestrator.tracking import LiveTracking, tracker_for
 
 runner = CliRunner()
 BASE = {
@@ -169,6 +173,33 @@ def test_a_tracked_study_is_mirrored_live_and_writes_no_tensorboard_files(tmp_pa
     # sync-tracking falls back to the study's tracking: and finds nothing missing
     again = runner.invoke(app, ["study", "sync-tracking", "track-live", "--db", db])
     assert again.exit_code == 0 and "0 runs created, 0 params, 0 metric points" in again.stdout, again.output
+
+
+def finished(uri: str, study: str, run_id: str) -> bool:
+    """Whether the MLflow run of ECT run `run_id` exists and is FINISHED (the last step of its sync)."""
+    exp = client(uri).get_experiment_by_name(study)
+    runs = client(uri).search_runs([exp.experiment_id], f"tags.`ect.run_id` = '{run_id}'") if exp else []
+    return any(r.info.status == "FINISHED" for r in runs)
+
+
+def test_live_tracking_syncs_changed_runs_from_a_background_thread(tmp_path, server):
+    uri = server.ready()
+    store, spec = synthetic_store.build(tmp_path / "ect.db")
+    console = Console(file=io.StringIO())
+    live = LiveTracking(tracker_for(f"mlflow:{uri}"), store, spec.name, console, interval=0.2)
+    changed = store.runs_frame(spec.name)["run_id"].iloc[0]
+    live.changed(changed, {"step": 50})
+    deadline = time.monotonic() + 300
+    while not finished(uri, spec.name, changed):
+        assert time.monotonic() < deadline, "the changed run never reached MLflow"
+        time.sleep(0.5)
+    assert set(mlflow_runs(uri, spec.name)[1]) == {changed}  # only what changed, before the study's end
+    assert live.close()  # the end of the study: every run, and the report
+    _, children = mlflow_runs(uri, spec.name)
+    assert len(children) == 13 and "warning" not in console.file.getvalue()
+    run = children[changed]
+    assert run.data.metrics["fd_digits/nfe2"] == pytest.approx(
+        synthetic_store.expected_fd(2, run.data.metrics["normalized_compute"], 0))
 
 
 @pytest.mark.parametrize("value, needle", [
