@@ -137,6 +137,7 @@ def assert_mirrors_store(uri: str, db: str, study: str) -> None:
     assert report["study"] == study and {r["label"] for r in report["runs"]} == {"q2", "q4-heun"}
 
 
+@pytest.mark.slow
 def test_tracking_down_does_not_touch_the_study_and_sync_uploads_it_later(tmp_path, server, ray_session):
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
     spec = write_study(tmp_path, "track-later")
@@ -158,6 +159,7 @@ def test_tracking_down_does_not_touch_the_study_and_sync_uploads_it_later(tmp_pa
     assert_mirrors_store(uri, db, "track-later")  # nothing doubled
 
 
+@pytest.mark.slow
 def test_a_tracked_study_is_mirrored_live_and_writes_no_tensorboard_files(tmp_path, server, ray_session):
     uri = server.ready()
     db, storage = str(tmp_path / "ect.db"), tmp_path / "store"
@@ -182,6 +184,7 @@ def finished(uri: str, study: str, run_id: str) -> bool:
     return any(r.info.status == "FINISHED" for r in runs)
 
 
+@pytest.mark.slow
 def test_live_tracking_syncs_changed_runs_from_a_background_thread(tmp_path, server):
     uri = server.ready()
     store, spec = synthetic_store.build(tmp_path / "ect.db")
