@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pandas as pd
 import typer
 import yaml
+from matplotlib.figure import Figure
 from rich.table import Table
 
 import analysis
@@ -17,6 +18,7 @@ from studies.spec import StudySpec
 from trainer.config import ConfigError
 
 from .common import DB_OPTION, clean_errors, err, open_store, out
+from .store import Store
 from .sample_grids import budget_panels, is_image_study
 from .study_frames import fit_rows, resolve_column, study_frame
 
@@ -34,6 +36,22 @@ def _fit(rows: pd.DataFrame, x: str, y: str, form: str, bootstrap: int) -> dict:
     return analysis.fit_saturating(rows[x], rows[y], bootstrap=bootstrap, x_name=x, y_name=y).to_dict()
 
 
+def fit_study(store: Store, study: str, x: str = "train_compute", y: str = "fd", nfe: int = 2,
+              sampler: str = "consistency", form: str = "loglinear", bootstrap: int = 1000) -> dict:
+    """`ect analyze fit` as data: the fit, its points and notes on the runs left out."""
+    if form not in ("loglinear", "saturating"):
+        raise ConfigError(f"--form {form!r}: expected loglinear or saturating")
+    if sampler not in ("consistency", "heun"):
+        raise ConfigError(f"--sampler {sampler!r}: expected consistency or heun")
+    store.study(study)
+    df = study_frame(store, study)
+    rows, notes = fit_rows(df, nfe, sampler)
+    xc, yc = resolve_column(df, x), resolve_column(df, y)
+    return {"study": study, "x": xc, "y": yc, "nfe": nfe, "sampler": sampler, "form": form,
+            "points": rows[[xc, yc, "label"]].to_dict(orient="records"), "fit": _fit(rows, xc, yc, form, bootstrap),
+            "notes": notes}
+
+
 @analyze_app.command("fit")
 def fit_cmd(
     study: str = STUDY,
@@ -48,27 +66,26 @@ def fit_cmd(
 ) -> None:
     """Fit a power law of a metric against a cost over a study's completed runs (diverged runs are left out, and said so)."""
     with clean_errors():
-        if form not in ("loglinear", "saturating"):
-            raise ConfigError(f"--form {form!r}: expected loglinear or saturating")
-        if sampler not in ("consistency", "heun"):
-            raise ConfigError(f"--sampler {sampler!r}: expected consistency or heun")
-        store = open_store(db, create=False, readonly=True)
-        store.study(study)
-        df = study_frame(store, study)
-        rows, notes = fit_rows(df, nfe, sampler)
-        for note in notes:
-            err.print(f"note: {note}")
-        xc, yc = resolve_column(df, x), resolve_column(df, y)
-        result = _fit(rows, xc, yc, form, bootstrap)
-    payload = {"study": study, "x": xc, "y": yc, "nfe": nfe, "sampler": sampler, "form": form,
-               "points": rows[[xc, yc, "label"]].to_dict(orient="records"), "fit": result, "notes": notes}
+        payload = fit_study(open_store(db, create=False, readonly=True), study, x, y, nfe, sampler, form, bootstrap)
+    for note in payload["notes"]:
+        err.print(f"note: {note}")
     if json_out:
         out.print_json(json.dumps(payload, default=float))
         return
-    table = Table(title=f"{study}: {yc} vs {xc} at NFE {nfe} ({form})", show_header=False)
-    for k, v in result.items():
+    table = Table(title=f"{study}: {payload['y']} vs {payload['x']} at NFE {nfe} ({form})", show_header=False)
+    for k, v in payload["fit"].items():
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     out.print(table)
+
+
+def pareto_study(store: Store, study: str, cost: str = "train_compute", y: str = "fd",
+                 nfe: int | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """`ect analyze pareto` as data: the frontier (label, nfe, cost, metric) and notes on the runs left out."""
+    store.study(study)
+    rows, notes = fit_rows(study_frame(store, study), nfe)
+    rows = analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops")
+    cc, yc = resolve_column(rows, cost), resolve_column(rows, y)
+    return analysis.pareto_frontier(rows, cc, yc)[["label", "nfe", cc, yc]], notes
 
 
 @analyze_app.command("pareto")
@@ -83,15 +100,10 @@ def pareto_cmd(
 ) -> None:
     """The non-dominated runs of a study: no other run is both cheaper and better."""
     with clean_errors():
-        store = open_store(db, create=False, readonly=True)
-        store.study(study)
-        df = study_frame(store, study)
-        rows, notes = fit_rows(df, nfe)
-        for note in notes:
-            err.print(f"note: {note}")
-        rows = analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops")
-        cc, yc = resolve_column(rows, cost), resolve_column(rows, y)
-        front = analysis.pareto_frontier(rows, cc, yc)[["label", "nfe", cc, yc]]
+        front, notes = pareto_study(open_store(db, create=False, readonly=True), study, cost, y, nfe)
+    for note in notes:
+        err.print(f"note: {note}")
+    cc, yc = front.columns[2], front.columns[3]
     if json_out:
         out.print_json(front.to_json(orient="records"))
     elif csv_out:
@@ -105,45 +117,64 @@ def pareto_cmd(
         out.print(table)
 
 
-def _save(fig, out_dir: Path, name: str, written: list[Path]) -> None:
+def _metric(df: pd.DataFrame) -> str | None:
+    """The study's metric column: its Fréchet distance, else swd or energy."""
+    return next((c for c in ("fd", "swd", "energy") if c in df.columns), None)
+
+
+def _save(fig: Figure, out_dir: Path, name: str, written: list[Path]) -> None:
     written.extend(analysis.save_figure(fig, out_dir / name))
+
+
+def figure_makers(df: pd.DataFrame, spec: StudySpec,
+                  references: dict[str, float] | None = None) -> dict[str, Callable[[], Figure | None]]:
+    """Every figure the study's kind supports, by name, each drawn only when called (None: nothing to draw);
+    `references` (name -> metric value: baselines, the metric's floor) go on the compute-scaling figure."""
+    rows, _ = fit_rows(df, None)
+    metric = _metric(df)
+    if metric is None or rows.empty:
+        raise ValueError(f"study {spec.name!r} has no completed evaluations to draw")
+    ect = spec.base.ect
+    makers: dict[str, Callable[[], Figure | None]] = {
+        "mapping_schedule": lambda: analysis.fig_mapping_schedule(ect.q, ect.stages, ect.k, ect.b)}
+    if spec.kind == "compute_scaling":
+        makers["compute_scaling"] = lambda: analysis.fig_compute_scaling(
+            rows, x="normalized_compute", y=metric, saturating=True, references=references,
+            xlabel="tuning compute (multiples of 12.8 M images)")
+        makers["pareto_train_compute"] = lambda: analysis.fig_pareto(rows, "train_flops", metric, hue="nfe")
+        makers["metric_vs_iterations"] = lambda: analysis.fig_training_curve(
+            rows, x="schedule.iterations", y=metric, logy=True)
+        if is_image_study(df):
+            makers["samples_per_budget"] = lambda: _panels_figure(df)
+    if spec.kind == "model_size":
+        makers["model_size"] = lambda: analysis.fig_model_size(
+            rows.assign(mparams=rows["num_params"] / 1e6), metric=metric, gflops="model_gflops", params="mparams")
+        makers["pareto_inference"] = lambda: analysis.fig_pareto(
+            analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops"), "inference_cost", metric, hue="nfe")
+    if "network.dropout" in (spec.grid or {}):
+        makers["dropout"] = lambda: analysis.fig_dropout(rows, x="network.dropout", y=metric)
+    return makers
+
+
+def _panels_figure(df: pd.DataFrame) -> Figure | None:
+    panels = budget_panels(df)
+    return analysis.fig_image_panels(panels) if panels else None
 
 
 def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path,
                references: dict[str, float] | None = None) -> list[Path]:
-    """Every figure and table the study's kind supports, written under `out_dir`; `references`
-    (name -> metric value: baselines, the metric's floor) are drawn on the compute-scaling figure."""
+    """Every figure and table the study's kind supports (`figure_makers`, the ablation table), written under `out_dir`."""
     written: list[Path] = []
-    rows, _ = fit_rows(df, None)
-    metric = "fd" if "fd" in df.columns else next((c for c in ("swd", "energy") if c in df.columns), None)
-    if metric is None or rows.empty:
-        raise ValueError(f"study {spec.name!r} has no completed evaluations to draw")
+    makers = figure_makers(df, spec, references)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ect = spec.base.ect
-    _save(analysis.fig_mapping_schedule(ect.q, ect.stages, ect.k, ect.b), out_dir, "mapping_schedule", written)
-    if spec.kind == "compute_scaling":
-        scaling = analysis.fig_compute_scaling(rows, x="normalized_compute", y=metric, saturating=True,
-                                               references=references,
-                                               xlabel="tuning compute (multiples of 12.8 M images)")
-        _save(scaling, out_dir, "compute_scaling", written)
-        _save(analysis.fig_pareto(rows, "train_flops", metric, hue="nfe"), out_dir, "pareto_train_compute", written)
-        _save(analysis.fig_training_curve(rows, x="schedule.iterations", y=metric, logy=True), out_dir,
-              "metric_vs_iterations", written)
-        if is_image_study(df):
-            panels = budget_panels(df)
-            if panels:
-                _save(analysis.fig_image_panels(panels), out_dir, "samples_per_budget", written)
-    if spec.kind == "model_size":
-        sized = rows.assign(mparams=rows["num_params"] / 1e6)
-        _save(analysis.fig_model_size(sized, metric=metric, gflops="model_gflops", params="mparams"),
-              out_dir, "model_size", written)
-        inference = analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops")
-        _save(analysis.fig_pareto(inference, "inference_cost", metric, hue="nfe"), out_dir, "pareto_inference", written)
-    if "network.dropout" in (spec.grid or {}):
-        _save(analysis.fig_dropout(rows, x="network.dropout", y=metric), out_dir, "dropout", written)
+    for name, make in makers.items():
+        fig = make()
+        if fig is not None:
+            _save(fig, out_dir, name, written)
     if spec.kind == "ablation":
+        rows, _ = fit_rows(df, None)
         table = analysis.ablation_table(rows.assign(row=rows["label"] + " · NFE " + rows["nfe"].astype(str)),
-                                        "row", [metric])
+                                        "row", [_metric(df)])
         for suffix, text in (("md", analysis.to_markdown(table)), ("tex", analysis.to_latex(table)),
                              ("csv", analysis.to_csv(table))):
             path = out_dir / f"ablation.{suffix}"

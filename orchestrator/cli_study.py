@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
@@ -13,9 +13,10 @@ from studies.spec import StudySpec, expand, load_study
 from trainer.config import ConfigError
 
 from .console import LiveRuns
-from .common import DB_OPTION, STORAGE_OPTION, clean_errors, err, existing_store, open_store, out
+from .common import DASHBOARD_OPTION, DB_OPTION, STORAGE_OPTION, TRACK_OPTION, clean_errors, err, existing_store, open_store, out
 from .store import FINISHED, Store, StoreError, redact
 from .study_runner import execute, plan, register
+from .tracking import fan_out, live_tracking, tracker_for
 
 app = typer.Typer(help="Declare, submit and follow studies.", no_args_is_help=True)
 
@@ -79,17 +80,21 @@ def plan_cmd(
               f"≈ {hours:.3g} GPU-hours at {tflops:g} TFLOP/s")
 
 
-def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str], cpus: Optional[int]) -> None:
+def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str], cpus: Optional[int],
+            track: Optional[str] = None, dashboard: bool = False) -> None:
     from .ray_backend import init_ray
 
+    tracker = tracker_for(track or spec.tracking)  # a bad value is a usage error before anything runs
     runs, new = register(store, spec)
     todo = [r for r in runs if store.run(r.run_id).status not in FINISHED]
     out.print(f"study {spec.name}: {len(runs)} runs, {len(new)} new, {len(todo)} to run")
     if not todo:
         return
-    init_ray(address, num_cpus=cpus)
-    with LiveRuns(store, runs, err) as live:
-        counts = execute(store, spec, storage, live.update)
+    url = init_ray(address, num_cpus=cpus, dashboard=dashboard)
+    if url:
+        out.print(f"Ray dashboard: {url}")
+    with LiveRuns(store, runs, err) as live, live_tracking(tracker, store, spec.name, err) as on_track:
+        counts = execute(store, spec, storage, fan_out(live.update, on_track))
     out.print("done: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     if set(counts) - set(FINISHED):
         raise typer.Exit(1)
@@ -106,11 +111,13 @@ def run_cmd(
     storage: Path = STORAGE_OPTION,
     address: Optional[str] = ADDRESS,
     cpus: Optional[int] = CPUS,
+    track: Optional[str] = TRACK_OPTION,
+    dashboard: bool = DASHBOARD_OPTION,
 ) -> None:
     """Submit a study: runs already finished in the store are reused, the rest are trained."""
     with clean_errors():
         spec = load_study(spec_file)
-        _submit(open_store(db), spec, storage, address, cpus)
+        _submit(open_store(db), spec, storage, address, cpus, track, dashboard)
 
 
 @app.command("resume")
@@ -162,19 +169,28 @@ def report_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Summary of a study: runs with their evaluations, pretrained baselines, the metric's floor and the fitted laws."""
+    with clean_errors():
+        report, payload, written = _report(open_store(db, create=False, readonly=True), name, out_dir)
+    if json_out:
+        out.print_json(json.dumps(payload, default=float))
+        return
+    _print_report(name, report)
+    for path in written:
+        out.print(f"wrote {path}")
+
+
+def _report(store: Store, name: str, out_dir: Optional[Path]) -> tuple[Any, dict, list[Path]]:
+    """(report, its JSON payload, files written): with `out_dir`, the figures, report.json and runs.csv go there."""
     import yaml
 
     from .cli_analysis import regenerate
     from .report import build_report
     from .study_frames import study_frame
 
-    with clean_errors():
-        store = open_store(db, create=False, readonly=True)
-        spec = StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml))
-        report = build_report(store, spec)
-        references = {"pretrained, Heun": report.baselines.get(f"{report.metric}@heun"),
-                      "real-data floor": report.floor}
-        written = regenerate(study_frame(store, name), spec, out_dir, references) if out_dir is not None else []
+    spec = StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml))
+    report = build_report(store, spec)
+    references = {"pretrained, Heun": report.baselines.get(f"{report.metric}@heun"), "real-data floor": report.floor}
+    written = regenerate(study_frame(store, name), spec, out_dir, references) if out_dir is not None else []
     payload = {"study": name, "metric": report.metric, "floor": report.floor, "baselines": report.baselines,
                "fits": report.fits, "seed_spread": report.spread, "headline": report.headline,
                "runs": json.loads(report.runs.to_json(orient="records"))}
@@ -182,12 +198,12 @@ def report_cmd(
         (out_dir / "report.json").write_text(json.dumps(payload, indent=2, default=float))
         report.runs.to_csv(out_dir / "runs.csv", index=False)
         written += [out_dir / "report.json", out_dir / "runs.csv"]
-    if json_out:
-        out.print_json(json.dumps(payload, default=float))
-        return
-    _print_report(name, report)
-    for path in written:
-        out.print(f"wrote {path}")
+    return report, payload, written
+
+
+def write_report(store: Store, name: str, out_dir: Path) -> list[Path]:
+    """`ect study report NAME --out OUT_DIR`: the study's figures, report.json and runs.csv; the paths written."""
+    return _report(store, name, out_dir)[2]
 
 
 def _print_report(name: str, report) -> None:
@@ -235,6 +251,30 @@ def _print_report(name: str, report) -> None:
                       f"and {row['spread_largest']:.3g} ({row['seeds_largest']} seeds)", highlight=False)
 
 
+@app.command("sync-tracking")
+def sync_tracking_cmd(
+    name: str = typer.Argument(..., help="Study name."),
+    db: Optional[str] = DB_OPTION,
+    track: Optional[str] = TRACK_OPTION,
+) -> None:
+    """Upload to the tracker whatever of a study it lacks (runs, params, metrics, report); safe to repeat."""
+    import yaml
+
+    with clean_errors():
+        store = open_store(db, create=False, readonly=True)
+        target = track or StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml)).tracking
+        if target is None:
+            raise ConfigError(f"study {name!r} declares no tracking: give --track mlflow:URI")
+        tracker = tracker_for(target)
+        try:
+            counts = tracker.sync(store, name)
+        except (ConfigError, StoreError):
+            raise
+        except Exception as e:  # the tracker's own errors (unreachable server, HTTP errors): one line, exit 1
+            raise RuntimeError(f"tracking at {redact(tracker.uri)}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    out.print(f"study {name} synced to {redact(tracker.uri)}: {counts}", highlight=False, soft_wrap=True)
+
+
 @app.command("cancel")
 def cancel_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional[str] = DB_OPTION) -> None:
     """Mark a study's unfinished runs cancelled (a later `resume` runs them again from their checkpoints)."""
@@ -245,13 +285,18 @@ def cancel_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional
     out.print(f"study {name}: {n} runs cancelled")
 
 
+def study_rows(store: Store) -> list[dict]:
+    """The studies in the store: name, kind, status, created_at and number of runs."""
+    return [{"name": s.name, "kind": s.kind, "status": s.status, "created_at": s.created_at.isoformat(),
+             "runs": len(store.runs_frame(s.name))} for s in store.studies()]
+
+
 @app.command("list")
 def list_cmd(db: Optional[str] = DB_OPTION, json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Studies in the store."""
     with clean_errors():
         store = open_store(db, create=False, readonly=True)
-        rows = [{"name": s.name, "kind": s.kind, "status": s.status, "created_at": s.created_at.isoformat(),
-                 "runs": len(store.runs_frame(s.name))} for s in store.studies()]
+        rows = study_rows(store)
     if json_out:
         out.print_json(json.dumps(rows))
         return

@@ -20,8 +20,13 @@ from .store import NoStoreError, Store, StoreError, database_url
 err = Console(stderr=True)
 out = Console()
 USAGE, RUNTIME = 2, 1
+# The project's expected errors: usage errors (exit 2) and runtime errors (exit 1); the notebook API raises both as ApiError.
+USAGE_ERRORS = (ConfigError, FilterError)
+RUNTIME_ERRORS = (DataError, CheckpointError, StoreError, MissingWeightsError, RuntimeError, ValueError)
 
 DB_OPTION = typer.Option(None, "--db", help="Store: an SQLAlchemy URL or an SQLite file path [default: $ECT_DB, else ./ect.db].")
+TRACK_OPTION = typer.Option(None, "--track", help="Mirror the study into MLflow: mlflow (then $MLFLOW_TRACKING_URI) or mlflow:URI [default: the study's tracking:].")
+DASHBOARD_OPTION = typer.Option(False, "--dashboard", help="Start the local Ray head with its dashboard, on 127.0.0.1 only.")
 STORAGE_OPTION = typer.Option(Path("ect-store"), "--storage", help="Root of run directories and checkpoints; on a multi-node cluster, a path every node sees.")
 
 
@@ -43,9 +48,9 @@ def clean_errors() -> Iterator[None]:
     """Turn the project's expected errors into one line per problem on stderr and a non-zero exit code."""
     try:
         yield
-    except (ConfigError, FilterError) as e:
+    except USAGE_ERRORS as e:
         err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(USAGE)
-    except (DataError, CheckpointError, StoreError, MissingWeightsError, RuntimeError, ValueError) as e:
+    except RUNTIME_ERRORS as e:
         err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(RUNTIME)

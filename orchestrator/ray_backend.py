@@ -8,6 +8,7 @@ they `tune.report` what the trainer reports, and the driver's `StoreCallback` wr
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -21,20 +22,29 @@ from .store import Store, now
 KIND = "ect_kind"
 
 
-def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Join a cluster at `address` (or $RAY_ADDRESS), else start a one-node Ray kept on loopback."""
+def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None,
+             dashboard: bool = False) -> str | None:
+    """Join a cluster at `address` (or $RAY_ADDRESS), else start a one-node Ray kept on loopback, with its
+    dashboard on 127.0.0.1 if asked; returns the dashboard's URL when this call started one."""
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune console boxes: the driver draws its own table
+    # No Tune CSV/JSON/TensorBoard files: Tune's TensorBoard logger plots against report count and merges every
+    # evaluation into one tag, and the store holds everything they would (read by Tuner.fit, in this process).
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # ...so Tune's own result table, built from those files when fit() returns, has nothing to read: not worth a warning
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if ray.is_initialized():
-        return
+        return None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
-        return
+        return None
     # A local head must never listen on the network (ShadowRay, CVE-2023-48022): this keeps Ray 2.60 on 127.0.0.1.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, log_to_driver=False)
+    ctx = ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=dashboard,
+                   dashboard_host="127.0.0.1", log_to_driver=False)
+    return f"http://{ctx.dashboard_url}" if dashboard and ctx.dashboard_url else None
 
 
 # --------------------------------------------------------------------------- worker side
@@ -105,6 +115,17 @@ class Job:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def trial_name(job: Job | dict[str, Any]) -> str:
+    """A readable Tune trial name (and trial directory): the run's label and run-id prefix, `budget-2e3_seed0-14cfea70`."""
+    job = job if isinstance(job, dict) else job.as_dict()
+    return f"{job['label']}-{job['run_id'][:8]}"
+
+
+def trial_name_of(trial: Any) -> str:
+    """`trial_name` of a Tune trial, for TuneConfig(trial_name_creator=..., trial_dirname_creator=...)."""
+    return trial_name(trial.config["job"])
 
 
 def run_jobs(jobs: list[Job], store: Store, storage: Path, name: str, max_failures: int,

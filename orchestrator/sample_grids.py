@@ -34,7 +34,7 @@ def one_run_per_budget(frame: pd.DataFrame) -> pd.DataFrame:
     the run with the lowest seed (the study's seed-0 curve)."""
     runs = frame.drop_duplicates("run_id")
     runs = runs[(runs["status"] == "completed") & runs["checkpoint"].notna()]
-    runs = runs[[Path(c).is_file() for c in runs["checkpoint"]]]
+    runs = runs[runs["checkpoint"].map(lambda c: Path(c).is_file()).astype(bool)]  # a boolean mask even when empty
     pre = runs[runs["role"] == "pretrain"]
     tune = runs[runs["role"] != "pretrain"].sort_values(["images_seen", "seed"], kind="mergesort")
     return pd.concat([pre, tune.drop_duplicates("images_seen")], ignore_index=True)

@@ -70,6 +70,19 @@ class Pretrain(Strict):
                                                           "(e.g. all cores for the one pretraining run, one per tuning run)")
 
 
+TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+
+
+def parse_tracking(value: str) -> tuple[str, str | None]:
+    """`mlflow` or `mlflow:URI` (a URI of a known scheme, or a local path) -> ('mlflow', URI or None)."""
+    kind, colon, uri = value.partition(":")
+    if kind != "mlflow" or (colon and not uri):
+        raise ValueError(f"{value!r}: unknown tracker, expected mlflow or mlflow:URI")
+    if "://" in uri and uri.split("://", 1)[0].split("+", 1)[0] not in TRACKING_SCHEMES:
+        raise ValueError(f"{value!r}: unknown URI scheme, expected one of {', '.join(TRACKING_SCHEMES)}")
+    return kind, uri or None
+
+
 class StudySpec(Strict):
     name: str
     description: str = ""
@@ -81,6 +94,15 @@ class StudySpec(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     resources: Resources = Field(default_factory=Resources)
     max_failures: int = Field(2, ge=0, description="retries of a failed run, each from its last checkpoint")
+    tracking: str | None = Field(None, description="mirror the study into an experiment tracker: mlflow or mlflow:URI "
+                                                   "(`--track` overrides it)")
+
+    @field_validator("tracking")
+    @classmethod
+    def _tracking(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_tracking(v)
+        return v
 
     @field_validator("name")
     @classmethod
