@@ -4,13 +4,19 @@ Each trial is one `trainer.train()` call in its own run directory under the stor
 restarted trial resumes from that directory's checkpoint. Our content-hash run id is the key
 everywhere (Ray's trial ids change when a trial is restarted). Workers never open the database:
 they `tune.report` what the trainer reports, and the driver's `StoreCallback` writes it.
+
+A run with `workers > 1` is still one trial: the trial launches a Ray Train `TorchTrainer` (DDP,
+gloo on CPUs, NCCL on GPUs) whose rank 0 sends its reports through a queue that the trial relays
+to Tune. A failed rank fails the trial, and Tune retries it from the run's checkpoint.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +25,9 @@ from .store import Store, now
 
 # Tune's report keys we add; everything else in a result dict is Tune's own bookkeeping.
 KIND = "ect_kind"
+# What the trial of a multi-worker run reserves for itself: it only drives the Train workers, which
+# get their CPUs and GPUs in Train's own placement group (a CPU here would not leave room for them).
+DRIVER_MEMORY = 256 * 1024**2
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
@@ -40,16 +49,21 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
 # --------------------------------------------------------------------------- worker side
 
 
-class TuneReporter:
-    """The trainer's Reporter inside a Ray trial: forwards everything to the driver via tune.report."""
+def _tune_report(message: dict[str, Any]) -> None:
+    from ray import tune
 
-    def __init__(self, run_id: str):
-        self.run_id = run_id
+    tune.report(message)
+
+
+class TuneReporter:
+    """The trainer's Reporter inside a Ray trial: forwards everything to the driver via tune.report
+    (or, on rank 0 of a multi-worker run, through `send` to the trial that relays it)."""
+
+    def __init__(self, run_id: str, send: Callable[[dict[str, Any]], None] = _tune_report):
+        self.run_id, self.send = run_id, send
 
     def _send(self, kind: str, **values: Any) -> None:
-        from ray import tune
-
-        tune.report({KIND: kind, "run_id": self.run_id, "node": socket.gethostname(), **values})
+        self.send({KIND: kind, "run_id": self.run_id, "node": socket.gethostname(), **values})
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         self._send("metrics", step=step, values=dict(values))
@@ -65,19 +79,29 @@ class TuneReporter:
 
 def run_trial(config: dict[str, Any]) -> None:
     """Tune trainable: train one run (resuming from its run directory) and report the outcome."""
+    job = config["job"]
+    if job["workers"] == 1:
+        _train_job(job, TuneReporter(job["run_id"]))
+    else:
+        _train_distributed(job)
+
+
+def _train_job(job: dict[str, Any], reporter: TuneReporter) -> None:
+    """Train a job's run in this process (one rank of it under Train) and report the outcome."""
     import torch
 
+    from trainer import distributed
     from trainer.config import TrainConfig
     from trainer.loop import train
 
-    job = config["job"]
-    torch.set_num_threads(max(1, int(job["cpus"])))
+    torch.set_num_threads(max(1, int(job["cpus_per_worker"])))
     cfg = TrainConfig.from_json(job["config"])
     if job.get("init"):
         cfg = cfg.model_copy(update={"init": Path(job["init"])})
-    reporter = TuneReporter(job["run_id"])
     start = time.perf_counter()
     result = train(cfg, Path(job["run_dir"]), reporter)
+    if not distributed.current().is_main:  # rank 0 reports the run's outcome
+        return
     reporter._send(
         "final", status=result.status, step=result.step, message=result.message,
         images_seen=result.images_seen, train_flops=result.train_flops,
@@ -86,6 +110,62 @@ def run_trial(config: dict[str, Any]) -> None:
         checkpoint=str(result.checkpoint) if result.checkpoint else None,
         wall_seconds=time.perf_counter() - start,
     )
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """One rank of a multi-worker run, inside Ray Train (which set up the process group)."""
+    queue = loop_config["queue"]
+    _train_job(loop_config["job"], TuneReporter(loop_config["job"]["run_id"], send=queue.put))
+
+
+def _train_distributed(job: dict[str, Any]) -> None:
+    """Run a job on `workers` ranks with Ray Train's TorchTrainer and relay rank 0's reports to Tune.
+
+    Train retries nothing itself (max_failures 0): a failed rank fails this trial, and Tune's retry
+    resumes every rank from the run's one checkpoint.
+    """
+    from ray import train as ray_train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.util.queue import Empty, Queue
+
+    gpus = float(job["gpus_per_worker"])
+    queue = Queue(actor_options={"num_cpus": 0})
+    per_worker = {"CPU": float(job["cpus_per_worker"]), **({"GPU": gpus} if gpus else {})}
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"job": job, "queue": queue},
+        torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
+        scaling_config=ray_train.ScalingConfig(num_workers=int(job["workers"]), use_gpu=bool(gpus),
+                                               resources_per_worker=per_worker),
+        run_config=ray_train.RunConfig(
+            name=f"{job['run_id']}-{uuid.uuid4().hex[:8]}",
+            storage_path=str(Path(job["run_dir"]) / "ray_train"),
+            failure_config=ray_train.FailureConfig(max_failures=0),
+        ),
+    )
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as e:  # re-raised in the trial's thread below
+            failure.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=fit, name="ect-train-fit", daemon=True).start()
+    while True:
+        finished = done.is_set()  # read before draining, so no report sent before the end is left behind
+        try:
+            while True:
+                _tune_report(queue.get(timeout=0.5))
+        except Empty:
+            pass
+        if finished:
+            break
+    if failure:
+        raise failure[0]
 
 
 # --------------------------------------------------------------------------- driver side
@@ -100,11 +180,23 @@ class Job:
     config: str  # TrainConfig JSON
     run_dir: str
     init: str | None
-    cpus: float
-    gpus: float
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def trial_resources(config: dict[str, Any]) -> Any:
+    """A trial's placement: the run's CPUs/GPUs for one worker; for several, only the driver's memory
+    (Ray Train reserves workers x (cpus_per_worker, gpus_per_worker) for the ranks)."""
+    from ray import tune
+
+    job = config["job"]
+    if job["workers"] == 1:
+        return tune.PlacementGroupFactory([{"CPU": job["cpus_per_worker"], "GPU": job["gpus_per_worker"]}])
+    return tune.PlacementGroupFactory([{"memory": DRIVER_MEMORY}])
 
 
 def run_jobs(jobs: list[Job], store: Store, storage: Path, name: str, max_failures: int,
@@ -116,9 +208,8 @@ def run_jobs(jobs: list[Job], store: Store, storage: Path, name: str, max_failur
 
     if not jobs:
         return
-    resources = {"cpu": jobs[0].cpus, "gpu": jobs[0].gpus}
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, resources),
+        tune.with_resources(run_trial, trial_resources),
         param_space={"job": tune.grid_search([j.as_dict() for j in jobs])},
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(

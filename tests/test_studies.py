@@ -160,8 +160,8 @@ def test_variant_seeds_override_the_study_seeds():
 
 
 def test_pretraining_may_have_its_own_resources():
-    runs = expand(spec(pretrain={"overrides": {"schedule.iterations": 20}, "resources": {"cpus": 2}},
-                       resources={"cpus": 1}, grid={"ect.q": [2, 4]}))
-    assert [(r.role, r.resources.cpus) for r in runs] == [("pretrain", 2.0), ("tune", 1.0), ("tune", 1.0)]
-    same = expand(spec(pretrain={"overrides": {"schedule.iterations": 20}}, resources={"cpus": 1}))
-    assert same[0].resources.cpus == 1.0
+    runs = expand(spec(pretrain={"overrides": {"schedule.iterations": 20}, "resources": {"cpus_per_worker": 2}},
+                       resources={"cpus_per_worker": 1}, grid={"ect.q": [2, 4]}))
+    assert [(r.role, r.resources.cpus_per_worker) for r in runs] == [("pretrain", 2.0), ("tune", 1.0), ("tune", 1.0)]
+    same = expand(spec(pretrain={"overrides": {"schedule.iterations": 20}}, resources={"cpus_per_worker": 1}))
+    assert same[0].resources.cpus_per_worker == 1.0

@@ -317,6 +317,17 @@ def valid_device(name: str) -> bool:
     return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
 
 
+def batch_error(global_batch: int, workers: int, batch_per_device: int | None) -> str | None:
+    """Why a global batch cannot be split over `workers` ranks (then micro-batches), or None if it can."""
+    if global_batch // workers == 0:
+        return f"schedule.batch_size: {global_batch} gives a per-worker batch of 0 with {workers} workers"
+    step = workers * (batch_per_device or 1)
+    if global_batch % step:
+        what = f"{workers} workers x batch_per_device {batch_per_device}" if batch_per_device else f"{workers} workers"
+        return f"schedule.batch_size: {global_batch} is not divisible by {what} ({step})"
+    return None
+
+
 class ConfigError(ValueError):
     """A config file that cannot be used; its message is one line per problem, naming file and field."""
 

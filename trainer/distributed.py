@@ -48,17 +48,6 @@ def current() -> Ranks:
     return Ranks(torch_dist.get_rank(), torch_dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def batch_error(global_batch: int, workers: int, batch_per_device: int | None) -> str | None:
-    """Why a global batch cannot be split over `workers` ranks (then micro-batches), or None if it can."""
-    if global_batch // workers == 0:
-        return f"schedule.batch_size: {global_batch} gives a per-worker batch of 0 with {workers} workers"
-    step = workers * (batch_per_device or 1)
-    if global_batch % step:
-        what = f"{workers} workers x batch_per_device {batch_per_device}" if batch_per_device else f"{workers} workers"
-        return f"schedule.batch_size: {global_batch} is not divisible by {what} ({step})"
-    return None
-
-
 class _DDP(DistributedDataParallel):
     """DDP that still exposes the preconditioner's `sigma_data` (the ECT loss reads it)."""
 

@@ -21,7 +21,7 @@ import torch
 
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, ema_weights, load_checkpoint, load_weights, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, batch_error
 from .data import Dataset, data_shape, load_dataset
 from .ect import LossOutput, draw_noise, ect_loss, stage
 from .ema import EMA
@@ -118,7 +118,7 @@ class RunState:
                  ranks: distributed.Ranks | None = None):
         self.cfg, self.run_dir, self.data, self.device = cfg, run_dir, data, device
         self.ranks = ranks or distributed.Ranks()
-        problem = distributed.batch_error(cfg.schedule.batch_size, self.ranks.world, cfg.schedule.batch_per_device)
+        problem = batch_error(cfg.schedule.batch_size, self.ranks.world, cfg.schedule.batch_per_device)
         if problem:
             raise ValueError(problem)
         if device.type == "cuda":
