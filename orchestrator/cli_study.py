@@ -80,8 +80,9 @@ def plan_cmd(
 
 
 def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str], cpus: Optional[int]) -> None:
-    from .ray_backend import init_ray
+    from .ray_backend import check_gpus, init_ray
 
+    check_gpus(expand(spec), address, cpus)
     runs, new = register(store, spec)
     todo = [r for r in runs if store.run(r.run_id).status not in FINISHED]
     out.print(f"study {spec.name}: {len(runs)} runs, {len(new)} new, {len(todo)} to run")

@@ -83,7 +83,7 @@ def run_trial(config: dict[str, Any]) -> None:
     if job["workers"] == 1:
         _train_job(job, TuneReporter(job["run_id"]))
     else:
-        _train_distributed(job)
+        train_distributed(job, _tune_report)
 
 
 def _train_job(job: dict[str, Any], reporter: TuneReporter) -> None:
@@ -108,7 +108,7 @@ def _train_job(job: dict[str, Any], reporter: TuneReporter) -> None:
         flops_per_sample=result.flops_per_sample, normalized_compute=result.normalized_compute,
         num_params=result.num_params,
         checkpoint=str(result.checkpoint) if result.checkpoint else None,
-        wall_seconds=time.perf_counter() - start,
+        wall_seconds=time.perf_counter() - start, final_loss=result.final_loss,
     )
 
 
@@ -118,8 +118,9 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     _train_job(loop_config["job"], TuneReporter(loop_config["job"]["run_id"], send=queue.put))
 
 
-def _train_distributed(job: dict[str, Any]) -> None:
-    """Run a job on `workers` ranks with Ray Train's TorchTrainer and relay rank 0's reports to Tune.
+def train_distributed(job: dict[str, Any], relay: Callable[[dict[str, Any]], None]) -> None:
+    """Run a job on `workers` ranks with Ray Train's TorchTrainer; rank 0's reports go to `relay`
+    (tune.report inside a trial) from the calling thread, the last one being the "final" outcome.
 
     Train retries nothing itself (max_failures 0): a failed rank fails this trial, and Tune's retry
     resumes every rank from the run's one checkpoint.
@@ -159,7 +160,7 @@ def _train_distributed(job: dict[str, Any]) -> None:
         finished = done.is_set()  # read before draining, so no report sent before the end is left behind
         try:
             while True:
-                _tune_report(queue.get(timeout=0.5))
+                relay(queue.get(timeout=0.5))
         except Empty:
             pass
         if finished:
@@ -186,6 +187,53 @@ class Job:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def train_on_local_workers(config_json: str, run_dir: Path, workers: int, reporter: Any) -> dict[str, Any]:
+    """`ect train --workers N`: one run on N ranks of a local Ray (one GPU each when there are N GPUs,
+    else the CPUs shared out); rank 0's reports go to `reporter`. Returns the run's final report."""
+    import torch
+
+    init_ray(None)
+    gpus = 1.0 if torch.cuda.device_count() >= workers else 0.0
+    job = {"run_id": run_dir.name, "config": config_json, "run_dir": str(run_dir.resolve()), "init": None,
+           "workers": workers, "cpus_per_worker": max(1, (os.cpu_count() or 1) // workers), "gpus_per_worker": gpus}
+    final: dict[str, Any] = {}
+
+    def relay(message: dict[str, Any]) -> None:
+        kind = message[KIND]
+        if kind == "metrics":
+            reporter.metrics(message["step"], message["values"])
+        elif kind == "evaluation":
+            reporter.evaluation(*(message[k] for k in ("step", "nfe", "metric", "value", "extractor", "num_samples",
+                                                       "sampler")))
+        elif kind == "checkpoint":
+            reporter.checkpoint(message["step"], Path(message["path"]))
+        elif kind == "final":
+            final.update(message)
+
+    try:
+        train_distributed(job, relay)
+    except Exception as e:  # Ray Train's errors carry the rank's traceback: keep its last line
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        raise RuntimeError(f"training on {workers} workers failed: {lines[-1] if lines else type(e).__name__}") from None
+    return final
+
+
+def check_gpus(runs: list[Any], address: str | None, num_cpus: int | None) -> None:
+    """Refuse runs that ask for GPUs when the Ray cluster has none, before anything is registered."""
+    from trainer.config import ConfigError
+
+    wanting = [r for r in runs if r.resources.gpus_per_worker > 0]
+    if not wanting:
+        return
+    import ray
+
+    init_ray(address, num_cpus=num_cpus)
+    if not ray.cluster_resources().get("GPU", 0):
+        r = wanting[0]
+        raise ConfigError(f"resources.gpus_per_worker: {r.resources.gpus_per_worker:g} (run {r.label!r}) "
+                          "but the Ray cluster has no GPU")
 
 
 def trial_resources(config: dict[str, Any]) -> Any:

@@ -101,7 +101,7 @@ def _train_workers(raylet_pid: int) -> list[psutil.Process]:
 def test_killed_rank_is_retried_from_the_checkpoint_to_the_same_weights(tmp_path, ray_session):
     import ray._private.worker as ray_worker
 
-    base = with_schedule(iterations=300, log_interval=50, checkpoint_interval=20)
+    base = with_schedule(iterations=100, log_interval=20, checkpoint_interval=20)
     spec, storage, run_id = submit(tmp_path, base, "ddp-kill")
     db = str(tmp_path / "ect.db")
     ckpt = storage.resolve() / "runs" / run_id / "checkpoint.pt"
@@ -126,9 +126,21 @@ def test_killed_rank_is_retried_from_the_checkpoint_to_the_same_weights(tmp_path
     assert killed, "no rank was killed (the run ended before its first checkpoint was seen)"
     store = Store(database_url(db))
     row = store.runs_frame("ddp-kill").iloc[0]
-    assert row["status"] == "completed" and row["attempts"] == 2 and row["step"] == 300
+    assert row["status"] == "completed" and row["attempts"] == 2 and row["step"] == 100
     resumed = store.metrics_frame(run_id)["resumed_from"].dropna()
     assert len(resumed) == 1 and resumed.iloc[0] >= 20 and resumed.iloc[0] % 20 == 0  # from a checkpoint
     weights = torch.load(row["checkpoint"], weights_only=True)["net"]
     diff = max_rel_diff(weights, reference(base, tmp_path))
     assert diff <= 1e-5, diff
+
+
+def test_gpus_on_a_cluster_without_gpus_are_refused_before_anything_is_registered(tmp_path, ray_session):
+    spec = {"name": "ddp-gpu", "base": BASE, "resources": {"workers": 2, "gpus_per_worker": 1}}
+    path = tmp_path / "gpu.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    db = str(tmp_path / "ect.db")
+    res = run_study(str(path), db, tmp_path / "store")
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == ("error: resources.gpus_per_worker: 1 (run 'base') but the Ray cluster has no GPU")
+    assert Store(database_url(db)).studies() == []
+    assert not (tmp_path / "store").exists()
