@@ -44,6 +44,7 @@ class Cifar10Data(Strict):
 
     name: Literal["cifar10"] = "cifar10"
     path: Path
+    xflip: bool = Field(False, description="flip each drawn image left-right with probability 1/2")
 
 
 class ImageFolderData(Strict):
@@ -58,6 +59,9 @@ class ImageFolderData(Strict):
     resolution: int | None = Field(None, ge=4)
     channels: Literal[1, 3] | None = None
     num_classes: int | None = Field(None, ge=0)
+    xflip: bool = Field(False, description="flip each drawn image left-right with probability 1/2")
+    loader_workers: int = Field(2, ge=0, description="DataLoader processes per rank decoding images (0: in the "
+                                                     "training process)")
 
 
 DataConfig = Annotated[

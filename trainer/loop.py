@@ -22,7 +22,7 @@ import torch
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, ema_weights, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig, batch_error
-from .data import Dataset, data_shape, load_dataset
+from .data import AnyDataset, data_shape, load_dataset
 from .ect import LossOutput, draw_noise, ect_loss, stage
 from .ema import EMA
 from .flops import TUNING_BUDGET_IMAGES, forward_flops_per_sample, step_flops
@@ -114,7 +114,7 @@ def _speed_options(cfg: TrainConfig, device: torch.device, net: Precond, images:
 class RunState:
     """The mutable state of one run: model, EMA, optimizer, RNGs and counters."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, data: Dataset, device: torch.device,
+    def __init__(self, cfg: TrainConfig, run_dir: Path, data: AnyDataset, device: torch.device,
                  ranks: distributed.Ranks | None = None):
         self.cfg, self.run_dir, self.data, self.device = cfg, run_dir, data, device
         self.ranks = ranks or distributed.Ranks()
@@ -136,8 +136,7 @@ class RunState:
         self.step = 0
         self.images_seen = 0
         self.train_flops = 0.0
-        self.x = data.x.to(device)
-        self.labels = data.labels.to(device) if data.labels is not None and self.net.label_dim else None
+        self.source = data.source(device, labels=bool(self.net.label_dim))
         self.flops_per_sample = forward_flops_per_sample(self.net, data.sample_shape, device)
         self._evaluator: Evaluator | None = None
 
@@ -147,12 +146,11 @@ class RunState:
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This rank's share of the step's batch: every rank draws the global indices and takes its rows."""
-        idx = torch.randint(len(self.data), (self.cfg.schedule.batch_size,), generator=self.data_gen)
-        idx = idx[self.ranks.shard(idx.shape[0])].to(self.device)
-        x = self.x[idx]
+        batch = self.cfg.schedule.batch_size
+        x, labels = self.source.next_batch(self.data_gen, batch, self.ranks.shard(batch))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, (self.labels[idx] if self.labels is not None else None)
+        return x, labels
 
     def state(self) -> dict:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
