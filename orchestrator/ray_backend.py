@@ -156,15 +156,18 @@ def train_distributed(job: dict[str, Any], relay: Callable[[dict[str, Any]], Non
             done.set()
 
     threading.Thread(target=fit, name="ect-train-fit", daemon=True).start()
-    while True:
-        finished = done.is_set()  # read before draining, so no report sent before the end is left behind
-        try:
-            while True:
-                relay(queue.get(timeout=0.5))
-        except Empty:
-            pass
-        if finished:
-            break
+    try:
+        while True:
+            finished = done.is_set()  # read before draining, so no report sent before the end is left behind
+            try:
+                while True:
+                    relay(queue.get(timeout=0.5))
+            except Empty:
+                pass
+            if finished:
+                break
+    finally:
+        queue.shutdown()  # the trial's actor may be reused for the next trial: do not leave queues behind
     if failure:
         raise failure[0]
 
