@@ -39,7 +39,7 @@ def study(iterations: int) -> StudySpec:
         },
         "grid": {"network.dropout": [0.0, 0.1]},
         "seeds": [0, 1, 2],
-        "resources": {"cpus": os.cpu_count()},
+        "resources": {"cpus_per_worker": os.cpu_count()},
         "max_failures": 0,
     })
 

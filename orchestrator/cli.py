@@ -13,7 +13,7 @@ from rich.table import Table
 from trainer.checkpoint import CheckpointError
 from pydantic import ValidationError
 
-from trainer.config import ConfigError, FDMetric, PointMetric, format_validation_error, load_config, valid_device
+from trainer.config import ConfigError, FDMetric, batch_error, PointMetric, format_validation_error, load_config, valid_device
 from trainer.data import load_dataset
 from trainer.evaluation import Evaluator
 from trainer.reporter import NullReporter
@@ -46,27 +46,31 @@ def train_cmd(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory for the checkpoint [default: runs/CONFIG-NAME]."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from OUT/checkpoint.pt if present, or start over."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    workers: int = typer.Option(1, "--workers", help="Data-parallel ranks (more than 1: DDP under Ray Train on a local Ray; the config's batch_size is the global batch)."),
 ) -> None:
     """Train one ECT (or diffusion pretraining) run with a progress bar; resumes from its checkpoint."""
     out_dir = out_dir or Path("runs") / config.stem
+    keys = ("status", "step", "images_seen", "train_flops", "normalized_compute", "flops_per_sample", "num_params",
+            "final_loss", "checkpoint", "message")
     with clean_errors():
+        if workers < 1:
+            raise ConfigError(f"--workers: {workers}; expected at least 1")
         cfg = load_config(config)
+        problem = batch_error(cfg.schedule.batch_size, workers, cfg.schedule.batch_per_device)
+        if problem:
+            raise ConfigError(f"{config}: {problem} (--workers {workers})")
         if not resume:
             (out_dir / "checkpoint.pt").unlink(missing_ok=True)
         with ProgressReporter(cfg.schedule.iterations, err, description=config.stem) as reporter:
-            result = train(cfg, out_dir, reporter)
-    summary = {
-        "status": result.status,
-        "step": result.step,
-        "images_seen": result.images_seen,
-        "train_flops": result.train_flops,
-        "normalized_compute": result.normalized_compute,
-        "flops_per_sample": result.flops_per_sample,
-        "num_params": result.num_params,
-        "final_loss": result.final_loss,
-        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-        "message": result.message,
-    }
+            if workers == 1:
+                result = train(cfg, out_dir, reporter)
+                values = {**result.__dict__, "normalized_compute": result.normalized_compute,
+                          "checkpoint": str(result.checkpoint) if result.checkpoint else None}
+            else:
+                from .ray_backend import train_on_local_workers
+
+                values = train_on_local_workers(cfg.to_json(), out_dir, workers, reporter)
+    summary = {k: values[k] for k in keys}
     if json_out:
         out.print_json(json.dumps(summary))
     else:
@@ -74,8 +78,8 @@ def train_cmd(
         for k, v in summary.items():
             table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
         out.print(table)
-    if result.status != "completed":
-        err.print(f"[red]error:[/] run {result.status}: {result.message}")
+    if summary["status"] != "completed":
+        err.print(f"[red]error:[/] run {summary['status']}: {summary['message']}")
         raise typer.Exit(RUNTIME)
 
 

@@ -82,9 +82,10 @@ def plan_cmd(
 
 def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str], cpus: Optional[int],
             track: Optional[str] = None, dashboard: bool = False) -> None:
-    from .ray_backend import init_ray
+    from .ray_backend import check_gpus, init_ray
 
     tracker = tracker_for(track or spec.tracking)  # a bad value is a usage error before anything runs
+    check_gpus(expand(spec), address, cpus)
     runs, new = register(store, spec)
     todo = [r for r in runs if store.run(r.run_id).status not in FINISHED]
     out.print(f"study {spec.name}: {len(runs)} runs, {len(new)} new, {len(todo)} to run")

@@ -4,6 +4,10 @@ Each trial is one `trainer.train()` call in its own run directory under the stor
 restarted trial resumes from that directory's checkpoint. Our content-hash run id is the key
 everywhere (Ray's trial ids change when a trial is restarted). Workers never open the database:
 they `tune.report` what the trainer reports, and the driver's `StoreCallback` writes it.
+
+A run with `workers > 1` is still one trial: the trial launches a Ray Train `TorchTrainer` (DDP,
+gloo on CPUs, NCCL on GPUs) whose rank 0 sends its reports through a queue that the trial relays
+to Tune. A failed rank fails the trial, and Tune retries it from the run's checkpoint.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +26,9 @@ from .store import Store, now
 
 # Tune's report keys we add; everything else in a result dict is Tune's own bookkeeping.
 KIND = "ect_kind"
+# What the trial of a multi-worker run reserves for itself: it only drives the Train workers, which
+# get their CPUs and GPUs in Train's own placement group (a CPU here would not leave room for them).
+DRIVER_MEMORY = 256 * 1024**2
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None,
@@ -50,16 +59,21 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
 # --------------------------------------------------------------------------- worker side
 
 
-class TuneReporter:
-    """The trainer's Reporter inside a Ray trial: forwards everything to the driver via tune.report."""
+def _tune_report(message: dict[str, Any]) -> None:
+    from ray import tune
 
-    def __init__(self, run_id: str):
-        self.run_id = run_id
+    tune.report(message)
+
+
+class TuneReporter:
+    """The trainer's Reporter inside a Ray trial: forwards everything to the driver via tune.report
+    (or, on rank 0 of a multi-worker run, through `send` to the trial that relays it)."""
+
+    def __init__(self, run_id: str, send: Callable[[dict[str, Any]], None] = _tune_report):
+        self.run_id, self.send = run_id, send
 
     def _send(self, kind: str, **values: Any) -> None:
-        from ray import tune
-
-        tune.report({KIND: kind, "run_id": self.run_id, "node": socket.gethostname(), **values})
+        self.send({KIND: kind, "run_id": self.run_id, "node": socket.gethostname(), **values})
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         self._send("metrics", step=step, values=dict(values))
@@ -75,27 +89,97 @@ class TuneReporter:
 
 def run_trial(config: dict[str, Any]) -> None:
     """Tune trainable: train one run (resuming from its run directory) and report the outcome."""
+    job = config["job"]
+    if job["workers"] == 1:
+        _train_job(job, TuneReporter(job["run_id"]))
+    else:
+        train_distributed(job, _tune_report)
+
+
+def _train_job(job: dict[str, Any], reporter: TuneReporter) -> None:
+    """Train a job's run in this process (one rank of it under Train) and report the outcome."""
     import torch
 
+    from trainer import distributed
     from trainer.config import TrainConfig
     from trainer.loop import train
 
-    job = config["job"]
-    torch.set_num_threads(max(1, int(job["cpus"])))
+    torch.set_num_threads(max(1, int(job["cpus_per_worker"])))
     cfg = TrainConfig.from_json(job["config"])
     if job.get("init"):
         cfg = cfg.model_copy(update={"init": Path(job["init"])})
-    reporter = TuneReporter(job["run_id"])
     start = time.perf_counter()
     result = train(cfg, Path(job["run_dir"]), reporter)
+    if not distributed.current().is_main:  # rank 0 reports the run's outcome
+        return
     reporter._send(
         "final", status=result.status, step=result.step, message=result.message,
         images_seen=result.images_seen, train_flops=result.train_flops,
         flops_per_sample=result.flops_per_sample, normalized_compute=result.normalized_compute,
         num_params=result.num_params,
         checkpoint=str(result.checkpoint) if result.checkpoint else None,
-        wall_seconds=time.perf_counter() - start,
+        wall_seconds=time.perf_counter() - start, final_loss=result.final_loss,
     )
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """One rank of a multi-worker run, inside Ray Train (which set up the process group)."""
+    queue = loop_config["queue"]
+    _train_job(loop_config["job"], TuneReporter(loop_config["job"]["run_id"], send=queue.put))
+
+
+def train_distributed(job: dict[str, Any], relay: Callable[[dict[str, Any]], None]) -> None:
+    """Run a job on `workers` ranks with Ray Train's TorchTrainer; rank 0's reports go to `relay`
+    (tune.report inside a trial) from the calling thread, the last one being the "final" outcome.
+
+    Train retries nothing itself (max_failures 0): a failed rank fails this trial, and Tune's retry
+    resumes every rank from the run's one checkpoint.
+    """
+    from ray import train as ray_train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.util.queue import Empty, Queue
+
+    gpus = float(job["gpus_per_worker"])
+    queue = Queue(actor_options={"num_cpus": 0})
+    per_worker = {"CPU": float(job["cpus_per_worker"]), **({"GPU": gpus} if gpus else {})}
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"job": job, "queue": queue},
+        torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
+        scaling_config=ray_train.ScalingConfig(num_workers=int(job["workers"]), use_gpu=bool(gpus),
+                                               resources_per_worker=per_worker),
+        run_config=ray_train.RunConfig(
+            name=f"{job['run_id']}-{uuid.uuid4().hex[:8]}",
+            storage_path=str(Path(job["run_dir"]) / "ray_train"),
+            failure_config=ray_train.FailureConfig(max_failures=0),
+        ),
+    )
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as e:  # re-raised in the trial's thread below
+            failure.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=fit, name="ect-train-fit", daemon=True).start()
+    try:
+        while True:
+            finished = done.is_set()  # read before draining, so no report sent before the end is left behind
+            try:
+                while True:
+                    relay(queue.get(timeout=0.5))
+            except Empty:
+                pass
+            if finished:
+                break
+    finally:
+        queue.shutdown()  # the trial's actor may be reused for the next trial: do not leave queues behind
+    if failure:
+        raise failure[0]
 
 
 # --------------------------------------------------------------------------- driver side
@@ -110,8 +194,9 @@ class Job:
     config: str  # TrainConfig JSON
     run_dir: str
     init: str | None
-    cpus: float
-    gpus: float
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -128,6 +213,64 @@ def trial_name_of(trial: Any) -> str:
     return trial_name(trial.config["job"])
 
 
+def train_on_local_workers(config_json: str, run_dir: Path, workers: int, reporter: Any) -> dict[str, Any]:
+    """`ect train --workers N`: one run on N ranks of a local Ray (one GPU each when there are N GPUs,
+    else the CPUs shared out); rank 0's reports go to `reporter`. Returns the run's final report."""
+    import torch
+
+    init_ray(None)
+    gpus = 1.0 if torch.cuda.device_count() >= workers else 0.0
+    job = {"run_id": run_dir.name, "config": config_json, "run_dir": str(run_dir.resolve()), "init": None,
+           "workers": workers, "cpus_per_worker": max(1, (os.cpu_count() or 1) // workers), "gpus_per_worker": gpus}
+    final: dict[str, Any] = {}
+
+    def relay(message: dict[str, Any]) -> None:
+        kind = message[KIND]
+        if kind == "metrics":
+            reporter.metrics(message["step"], message["values"])
+        elif kind == "evaluation":
+            reporter.evaluation(*(message[k] for k in ("step", "nfe", "metric", "value", "extractor", "num_samples",
+                                                       "sampler")))
+        elif kind == "checkpoint":
+            reporter.checkpoint(message["step"], Path(message["path"]))
+        elif kind == "final":
+            final.update(message)
+
+    try:
+        train_distributed(job, relay)
+    except Exception as e:  # Ray Train's errors carry the rank's traceback: keep its last line
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        raise RuntimeError(f"training on {workers} workers failed: {lines[-1] if lines else type(e).__name__}") from None
+    return final
+
+
+def check_gpus(runs: list[Any], address: str | None, num_cpus: int | None) -> None:
+    """Refuse runs that ask for GPUs when the Ray cluster has none, before anything is registered."""
+    from trainer.config import ConfigError
+
+    wanting = [r for r in runs if r.resources.gpus_per_worker > 0]
+    if not wanting:
+        return
+    import ray
+
+    init_ray(address, num_cpus=num_cpus)
+    if not ray.cluster_resources().get("GPU", 0):
+        r = wanting[0]
+        raise ConfigError(f"resources.gpus_per_worker: {r.resources.gpus_per_worker:g} (run {r.label!r}) "
+                          "but the Ray cluster has no GPU")
+
+
+def trial_resources(config: dict[str, Any]) -> Any:
+    """A trial's placement: the run's CPUs/GPUs for one worker; for several, only the driver's memory
+    (Ray Train reserves workers x (cpus_per_worker, gpus_per_worker) for the ranks)."""
+    from ray import tune
+
+    job = config["job"]
+    if job["workers"] == 1:
+        return tune.PlacementGroupFactory([{"CPU": job["cpus_per_worker"], "GPU": job["gpus_per_worker"]}])
+    return tune.PlacementGroupFactory([{"memory": DRIVER_MEMORY}])
+
+
 def run_jobs(jobs: list[Job], store: Store, storage: Path, name: str, max_failures: int,
              on_change: Callable[[str, dict[str, Any]], None] | None = None) -> None:
     """Run `jobs` as Tune trials (one per job) and block until all have ended."""
@@ -137,9 +280,8 @@ def run_jobs(jobs: list[Job], store: Store, storage: Path, name: str, max_failur
 
     if not jobs:
         return
-    resources = {"cpu": jobs[0].cpus, "gpu": jobs[0].gpus}
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, resources),
+        tune.with_resources(run_trial, trial_resources),
         param_space={"job": tune.grid_search([j.as_dict() for j in jobs])},
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(

@@ -56,7 +56,7 @@ def metric_floor(spec: StudySpec) -> float | None:
     data = load_dataset(cfg.data)
     evaluator = Evaluator(cfg.eval, cfg.sampling, data, torch.device("cpu"))
     gen = torch.Generator().manual_seed(cfg.eval.seed + 1)
-    subset = data.x[torch.randint(len(data), (cfg.eval.num_samples,), generator=gen)]
+    subset = data.floats()[torch.randint(len(data), (cfg.eval.num_samples,), generator=gen)]
     return fd_to_reference(subset, evaluator.reference, evaluator.extractor)
 
 

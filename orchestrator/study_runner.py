@@ -57,7 +57,8 @@ def _jobs(store: Store, runs: list[RunSpec], storage: Path) -> tuple[list[Job], 
             init = parent.checkpoint
         jobs.append(Job(run_id=r.run_id, label=r.label, config=r.config.model_dump_json(),
                         run_dir=str(run_dir(storage, r.run_id)), init=init,
-                        cpus=r.resources.cpus, gpus=r.resources.gpus))
+                        workers=r.resources.workers, cpus_per_worker=r.resources.cpus_per_worker,
+                        gpus_per_worker=r.resources.gpus_per_worker))
     return jobs, blocked
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from trainer.config import TAGS, ConfigError, TrainConfig, error_message, error_path, load_yaml
+from trainer.config import TAGS, ConfigError, TrainConfig, batch_error, error_message, error_path, load_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_NAME_LENGTH = 64  # the store's column for study names
@@ -36,6 +36,18 @@ def check_name(value: str, what: str = "name") -> str:
     return value
 
 
+class Resources(Strict):
+    """What one run asks of the cluster: `workers` data-parallel ranks, each with its CPUs and GPUs.
+
+    One worker trains in the Tune trial itself; more train under Ray Train's TorchTrainer (DDP).
+    Not part of the run id: the same config on more workers is the same run.
+    """
+
+    workers: int = Field(1, ge=1, description="data-parallel ranks; schedule.batch_size is split across them")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+
+
 class Variant(Strict):
     """A labelled set of overrides of the base config, by dotted path (e.g. `ect.q: 4`)."""
 
@@ -44,16 +56,13 @@ class Variant(Strict):
     seeds: list[int] | None = Field(None, min_length=1,
                                     description="training seeds of this variant (e.g. extra seeds at the ends of a "
                                                 "scaling curve); default: the study's seeds")
+    resources: Resources | None = Field(None, description="this variant's runs; default: the study's resources "
+                                                          "(e.g. more workers for the larger models)")
 
     @field_validator("label")
     @classmethod
     def _label(cls, v: str) -> str:
         return check_name(v, "variant label")
-
-
-class Resources(Strict):
-    cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
 
 
 class Pretrain(Strict):
@@ -179,8 +188,8 @@ def run_id_of(config: TrainConfig, depends_on: str | None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _combinations(spec: StudySpec) -> list[tuple[str, dict[str, Any], list[int]]]:
-    """(label, overrides, seeds) for every variant x grid point (a study without variants has one, 'base')."""
+def _combinations(spec: StudySpec) -> list[tuple[str, dict[str, Any], list[int], Resources]]:
+    """(label, overrides, seeds, resources) for every variant x grid point (a study without variants has one, 'base')."""
     variants = spec.variants or [Variant(label="base")]
     axes = list(spec.grid.items())
     out = []
@@ -191,7 +200,8 @@ def _combinations(spec: StudySpec) -> list[tuple[str, dict[str, Any], list[int]]
             for (key, _), value in zip(axes, values):
                 overrides[key] = value
                 parts.append(f"{key.split('.')[-1]}={value}")
-            out.append(("_".join(parts) if parts else variant.label, overrides, variant.seeds or spec.seeds))
+            out.append(("_".join(parts) if parts else variant.label, overrides, variant.seeds or spec.seeds,
+                        variant.resources or spec.resources))
     return out
 
 
@@ -206,7 +216,7 @@ def expand(spec: StudySpec) -> list[RunSpec]:
     """All runs of the study: pretraining runs (if any) first, then one run per variant, grid point and seed."""
     pretrains: dict[str, RunSpec] = {}
     runs: list[RunSpec] = []
-    for label, overrides, seeds in _combinations(spec):
+    for label, overrides, seeds, resources in _combinations(spec):
         pre_id = None
         if spec.pretrain is not None:
             pre_cfg = _pretrain_for(spec, overrides)
@@ -223,7 +233,7 @@ def expand(spec: StudySpec) -> list[RunSpec]:
             runs.append(RunSpec(
                 run_id=run_id_of(cfg, pre_id), study=spec.name, label=run_label,
                 role="tune" if pre_id else "run", config=cfg, params={**overrides, "seed": seed},
-                depends_on=pre_id, resources=spec.resources,
+                depends_on=pre_id, resources=resources,
             ))
     runs = list(pretrains.values()) + runs
     seen: dict[str, str] = {}
@@ -234,6 +244,9 @@ def expand(spec: StudySpec) -> list[RunSpec]:
         if r.run_id in seen:
             raise ValueError(f"runs {seen[r.run_id]!r} and {r.label!r} resolve to the same config")
         seen[r.run_id] = r.label
+        problem = batch_error(r.config.schedule.batch_size, r.resources.workers, r.config.schedule.batch_per_device)
+        if problem:
+            raise ValueError(f"run {r.label!r}: {problem}")
     return runs
 
 

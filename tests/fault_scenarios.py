@@ -36,7 +36,7 @@ def spec(name: str, labels: list[float], iterations: int, cpus: int) -> dict:
             "schedule": {"batch_size": 128, "iterations": iterations, "log_interval": 20, "checkpoint_interval": 40},
         },
         "grid": {"network.dropout": labels},
-        "resources": {"cpus": cpus},
+        "resources": {"cpus_per_worker": cpus},
         "max_failures": 2,
     }
 

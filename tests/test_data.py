@@ -75,9 +75,11 @@ def _write_batches(root: Path, skip: int | None = None) -> Path:
 
 def _check_cifar(d: Dataset) -> None:
     assert d.x.shape == (20, 3, 32, 32) and d.kind == "image" and d.num_classes == 10
-    assert d.x[:, 0, 0, 0].eq(-1.0).all() and d.x[:, 2, 31, 31].eq(1.0).all()
-    assert torch.allclose(d.x[:, 1, 0, 0], torch.tensor(7 / 127.5 - 1.0))
-    assert d.x[4, 0, 0, 1].item() == pytest.approx(20 / 127.5 - 1.0)  # batch 2, image 0
+    assert d.x.dtype == torch.uint8  # 1 byte per pixel at rest; floats per batch
+    x = d.floats()
+    assert x[:, 0, 0, 0].eq(-1.0).all() and x[:, 2, 31, 31].eq(1.0).all()
+    assert torch.allclose(x[:, 1, 0, 0], torch.tensor(7 / 127.5 - 1.0))
+    assert x[4, 0, 0, 1].item() == pytest.approx(20 / 127.5 - 1.0)  # batch 2, image 0
     assert d.labels is not None and d.labels.tolist()[:8] == [1, 2, 3, 4, 2, 3, 4, 5]
 
 
@@ -226,8 +228,13 @@ def test_image_folder_errors(tmp_path: Path) -> None:
         load_dataset(cfg)
     (tmp_path / "dataset.json").unlink()
     (tmp_path / "c.png").write_bytes(_png(Image.new("RGB", (8, 8)))[:40])
-    with pytest.raises(DataError, match="c.png: cannot decode image"):
+    with pytest.raises(DataError, match="c.png: cannot decode image"):  # no readable header
         load_dataset(cfg)
+    raw = _png(Image.new("RGB", (8, 8)))
+    (tmp_path / "c.png").write_bytes(raw[: raw.index(b"IDAT") + 6])  # a header, then truncated pixels
+    lazy = load_dataset(cfg)
+    with pytest.raises(DataError, match="c.png: cannot decode image"):  # found when its pixels are read
+        lazy.floats()
 
 
 @pytest.mark.parametrize("size", [(6, 6), (8, 4), (2, 2)])
@@ -265,3 +272,61 @@ def test_image_folder_declared_shape_is_checked(tmp_path: Path) -> None:
         load_dataset(ImageFolderData(path=tmp_path, channels=1))
     with pytest.raises(DataError, match="data.num_classes is 2 but dataset.json uses label 2"):
         load_dataset(ImageFolderData(path=tmp_path, num_classes=2))
+
+
+# --------------------------------------------------------------------------- streamed = in memory
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _InterruptAtCheckpoint:
+    """A Reporter that stops the run right after its first checkpoint, as a killed process would."""
+
+    def metrics(self, step: int, values: dict) -> None:
+        pass
+
+    def evaluation(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def checkpoint(self, step: int, path: Path) -> None:
+        raise _Interrupted(step)
+
+
+def test_streamed_zip_trains_exactly_like_the_same_images_in_memory(tmp_path: Path) -> None:
+    """A zip decoded and flipped by DataLoader workers gives the weights of the same images held as
+    uint8 in memory (CIFAR-10 batches), also across a resumption."""
+    from trainer.config import TrainConfig
+    from trainer.loop import train
+
+    root = _write_batches(tmp_path / "cifar")
+    images = np.concatenate([_batch(i)[b"data"] for i in range(1, 6)]).reshape(-1, 3, 32, 32)
+    labels = [lab for i in range(1, 6) for lab in _batch(i)[b"labels"]]
+    rng = np.random.default_rng(0)
+    images = (images.astype(np.int64) + rng.integers(0, 200, images.shape)).clip(0, 255).astype(np.uint8)
+    for i in range(1, 6):  # the same noisy (so asymmetric: flips matter) images in both forms
+        with open(root / f"data_batch_{i}", "wb") as f:
+            pickle.dump({b"data": images[(i - 1) * 4:i * 4].reshape(4, -1), b"labels": labels[(i - 1) * 4:i * 4]}, f)
+    zpath = tmp_path / "same.zip"
+    names = [f"{k:05d}.png" for k in range(len(images))]
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for name, img in zip(names, images):
+            zf.writestr(name, _png(Image.fromarray(img.transpose(1, 2, 0))))
+        zf.writestr("dataset.json", json.dumps({"labels": [[n, lab] for n, lab in zip(names, labels)]}))
+    common = {"network": {"arch": "songunet", "model_channels": 8, "channel_mult": [1], "num_blocks": 1,
+                          "conditional": True},
+              "schedule": {"batch_size": 8, "iterations": 4, "log_interval": 2, "checkpoint_interval": 2},
+              "eval": {"metric": None}}
+    torch.set_num_threads(1)
+    memory = train(TrainConfig.model_validate(
+        {**common, "data": {"name": "cifar10", "path": str(root), "xflip": True}}), tmp_path / "memory")
+    zcfg = TrainConfig.model_validate(
+        {**common, "data": {"name": "image_folder", "path": str(zpath), "num_classes": 10, "xflip": True,
+                            "loader_workers": 2}})
+    with pytest.raises(_Interrupted):  # stopped at its first checkpoint (step 2 of 4), then resumed
+        train(zcfg, tmp_path / "zip", _InterruptAtCheckpoint())
+    streamed = train(zcfg, tmp_path / "zip")
+    a = torch.load(memory.checkpoint, weights_only=True)["net"]
+    b = torch.load(streamed.checkpoint, weights_only=True)["net"]
+    assert streamed.step == 4 and all(torch.equal(a[k], b[k]) for k in a)

@@ -160,8 +160,28 @@ def test_variant_seeds_override_the_study_seeds():
 
 
 def test_pretraining_may_have_its_own_resources():
-    runs = expand(spec(pretrain={"overrides": {"schedule.iterations": 20}, "resources": {"cpus": 2}},
-                       resources={"cpus": 1}, grid={"ect.q": [2, 4]}))
-    assert [(r.role, r.resources.cpus) for r in runs] == [("pretrain", 2.0), ("tune", 1.0), ("tune", 1.0)]
-    same = expand(spec(pretrain={"overrides": {"schedule.iterations": 20}}, resources={"cpus": 1}))
-    assert same[0].resources.cpus == 1.0
+    runs = expand(spec(pretrain={"overrides": {"schedule.iterations": 20}, "resources": {"cpus_per_worker": 2}},
+                       resources={"cpus_per_worker": 1}, grid={"ect.q": [2, 4]}))
+    assert [(r.role, r.resources.cpus_per_worker) for r in runs] == [("pretrain", 2.0), ("tune", 1.0), ("tune", 1.0)]
+    same = expand(spec(pretrain={"overrides": {"schedule.iterations": 20}}, resources={"cpus_per_worker": 1}))
+    assert same[0].resources.cpus_per_worker == 1.0
+
+
+def test_variants_may_ask_for_their_own_workers_without_changing_run_ids():
+    small = {"label": "S", "overrides": {"schedule.batch_size": 64}}
+    big = {"label": "XL", "overrides": {"schedule.batch_size": 64, "ect.q": 3},
+           "resources": {"workers": 8, "gpus_per_worker": 1, "cpus_per_worker": 4}}
+    runs = {r.label: r for r in expand(spec(variants=[small, big], resources={"cpus_per_worker": 2}))}
+    assert runs["S"].resources.model_dump() == {"workers": 1, "cpus_per_worker": 2.0, "gpus_per_worker": 0.0}
+    assert (runs["XL"].resources.workers, runs["XL"].resources.gpus_per_worker) == (8, 1.0)
+    alone = expand(spec(variants=[{**big, "resources": None}]))[0]
+    assert alone.run_id == runs["XL"].run_id  # resources are not part of the run id
+    with pytest.raises(ValueError, match="not divisible by 8 workers x batch_per_device 16"):
+        expand(spec(variants=[{**big, "overrides": {**big["overrides"], "schedule.batch_per_device": 16}}]))
+
+
+def test_paper_model_size_preset_trains_ecm_xl_on_eight_gpus():
+    runs = {r.label: r for r in expand(load_study(REPO / "studies" / "presets" / "paper" / "imagenet64_model_size.yaml"))}
+    assert runs["ECM-XL"].resources.model_dump() == {"workers": 8, "cpus_per_worker": 8.0, "gpus_per_worker": 1.0}
+    assert runs["ECM-S"].resources.workers == 1
+    assert runs["ECM-XL"].config.schedule.batch_size == 128  # the global batch: 16 per GPU

@@ -44,6 +44,7 @@ class Cifar10Data(Strict):
 
     name: Literal["cifar10"] = "cifar10"
     path: Path
+    xflip: bool = Field(False, description="flip each drawn image left-right with probability 1/2")
 
 
 class ImageFolderData(Strict):
@@ -58,6 +59,9 @@ class ImageFolderData(Strict):
     resolution: int | None = Field(None, ge=4)
     channels: Literal[1, 3] | None = None
     num_classes: int | None = Field(None, ge=0)
+    xflip: bool = Field(False, description="flip each drawn image left-right with probability 1/2")
+    loader_workers: int = Field(2, ge=0, description="DataLoader processes per rank decoding images (0: in the "
+                                                     "training process)")
 
 
 DataConfig = Annotated[
@@ -315,6 +319,17 @@ class TrainConfig(Strict):
 def valid_device(name: str) -> bool:
     """auto, cpu, cuda or cuda:N."""
     return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
+
+
+def batch_error(global_batch: int, workers: int, batch_per_device: int | None) -> str | None:
+    """Why a global batch cannot be split over `workers` ranks (then micro-batches), or None if it can."""
+    if global_batch // workers == 0:
+        return f"schedule.batch_size: {global_batch} gives a per-worker batch of 0 with {workers} workers"
+    step = workers * (batch_per_device or 1)
+    if global_batch % step:
+        what = f"{workers} workers x batch_per_device {batch_per_device}" if batch_per_device else f"{workers} workers"
+        return f"schedule.batch_size: {global_batch} is not divisible by {what} ({step})"
+    return None
 
 
 class ConfigError(ValueError):

@@ -1,21 +1,29 @@
-"""Datasets for ECT training, loaded whole into memory as float32 tensors in [-1, 1].
+"""Datasets for ECT training: small ones in memory, image folders and zips read lazily.
 
-`load_dataset(cfg)` turns one of the `trainer.config` data configs into a `Dataset`. Every
-problem with the files on disk becomes a one-line `DataError` naming the file and what was expected.
+`load_dataset(cfg)` turns one of the `trainer.config` data configs into a dataset. Digits and the
+swiss roll are tiny float32 tensors in [-1, 1]; CIFAR-10 stays uint8 (1 byte per pixel) and is
+converted per batch; an image folder or EDM-style zip keeps only its file names in memory and is
+decoded (and x-flipped) in `DataLoader` worker processes, each rank reading only its rows of every
+global batch. Every problem with the files on disk becomes a one-line `DataError` naming the file
+and what was expected.
+
+Which rows a step trains on (and which are flipped) is drawn by `draw_rows` from the run's data
+generator, the same way for every kind of dataset, so a streamed run sees exactly the batches an
+in-memory run of the same data would.
 """
 
 from __future__ import annotations
 
 import codecs
-import functools
 import io
 import json
+import os
 import pickle
 import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Callable
+from typing import IO, Any, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -36,14 +44,36 @@ class DataError(ValueError):
     """A dataset that cannot be loaded; message is one line naming the file/path and what was expected."""
 
 
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels to float32 in [-1, 1] (x / 127.5 - 1); float data is returned as it is."""
+    return x.float().div_(127.5).sub_(1.0) if x.dtype == torch.uint8 else x
+
+
+def draw_rows(gen: torch.Generator, n: int, batch: int, xflip: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The global batch of one step: `batch` row indices in [0, n) and, with `xflip`, which rows to flip."""
+    idx = torch.randint(n, (batch,), generator=gen)
+    return idx, (torch.randint(2, (batch,), generator=gen).bool() if xflip else None)
+
+
+class BatchSource(Protocol):
+    """Where a run's training batches come from (see `Dataset.source`)."""
+
+    def next_batch(self, gen: torch.Generator, batch: int, rows: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Draw the next global batch from `gen`; return this rank's `rows` of it as float32 in [-1, 1]
+        on the device, with their labels (or None)."""
+        ...
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A whole dataset in memory: `x` is float32 in [-1, 1], images [N, C, H, W] or points [N, 2]."""
+    """A dataset in memory: `x` is float32 in [-1, 1] (digits, points [N, 2]) or uint8 images
+    [N, C, H, W] (CIFAR-10), converted batch by batch."""
 
     x: torch.Tensor
     labels: torch.Tensor | None
     num_classes: int
     name: str
+    xflip: bool = False
 
     @property
     def kind(self) -> str:
@@ -57,8 +87,31 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    def floats(self) -> torch.Tensor:
+        """The whole set as float32 in [-1, 1] (evaluation reference statistics)."""
+        return to_float(self.x)
 
-def load_dataset(cfg: Any) -> Dataset:
+    def source(self, device: torch.device, labels: bool) -> BatchSource:
+        return _InMemory(self, device, labels)
+
+
+class _InMemory:
+    """Batches by indexing a tensor on the device: no DataLoader, nothing per step but the gather."""
+
+    def __init__(self, data: Dataset, device: torch.device, labels: bool):
+        self.x, self.xflip = data.x.to(device), data.xflip
+        self.labels = data.labels.to(device) if labels and data.labels is not None else None
+
+    def next_batch(self, gen: torch.Generator, batch: int, rows: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx, flip = draw_rows(gen, len(self.x), batch, self.xflip)
+        idx = idx[rows].to(self.x.device)
+        x = to_float(self.x[idx])
+        if flip is not None:
+            x = torch.where(flip[rows].to(x.device).reshape(-1, 1, 1, 1), x.flip(-1), x)
+        return x, (self.labels[idx] if self.labels is not None else None)
+
+
+def load_dataset(cfg: Any) -> "AnyDataset":
     """Load the dataset described by a `DigitsData`, `SwissRollData`, `Cifar10Data` or `ImageFolderData`."""
     loaders = {"digits": _digits, "swissroll": _swissroll, "cifar10": _cifar10, "image_folder": _image_folder}
     if cfg.name not in loaders:
@@ -186,35 +239,64 @@ def _cifar10(cfg: Any) -> Dataset:
     data = np.concatenate([d for d, _ in batches]).reshape(-1, 3, 32, 32)
     if data.shape[0] == 0:
         raise DataError(f"{cfg.path}: the CIFAR-10 batches hold no images")
-    x = torch.from_numpy(data).float().div_(127.5).sub_(1.0)
-    return Dataset(x, torch.from_numpy(np.concatenate([lab for _, lab in batches])), 10, "cifar10")
+    labels = torch.from_numpy(np.concatenate([lab for _, lab in batches]))
+    return Dataset(torch.from_numpy(data), labels, 10, "cifar10", cfg.xflip)
 
 
 # --------------------------------------------------------------------------- image folder / zip
 
 
-def _folder_files(path: Path) -> tuple[dict[str, bytes], bytes | None]:
-    """Raw bytes of every image, keyed and sorted by relative posix path, plus the raw dataset.json if any."""
-    try:
-        if path.is_dir():
-            return _pick({p.relative_to(path).as_posix(): p.read_bytes for p in path.rglob("*") if p.is_file()})
-        with zipfile.ZipFile(path) as zf:
-            return _pick({n: functools.partial(zf.read, n) for n in zf.namelist() if not n.endswith("/")})
-    except Exception as e:
-        raise DataError(f"{path}: expected a directory or a readable .zip of images ({_why(e)})") from None
+class _Files:
+    """Lazy access to the files of an image directory or zip: names in memory, bytes read on demand.
 
+    A zip is opened once per process (DataLoader workers each open their own handle).
+    """
 
-def _pick(listing: dict[str, Callable[[], bytes]]) -> tuple[dict[str, bytes], bytes | None]:
-    """Read the image files (by extension, case-insensitive) and dataset.json out of a file listing."""
-    names = sorted(k for k in listing if PurePosixPath(k).suffix.lower() in IMAGE_EXTENSIONS and not _junk(k))
-    meta = listing.get("dataset.json")
-    return {k: listing[k]() for k in names}, None if meta is None else meta()
+    def __init__(self, path: Path):
+        self.path = path
+        self._zip: zipfile.ZipFile | None = None
+        self._pid = -1
+        try:
+            if path.is_dir():
+                self.names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
+            else:
+                self.names = [n for n in self._archive().namelist() if not n.endswith("/")]
+        except Exception as e:
+            raise DataError(f"{path}: expected a directory or a readable .zip of images ({_why(e)})") from None
+
+    def _archive(self) -> zipfile.ZipFile:
+        if self._zip is None or self._pid != os.getpid():
+            self._zip, self._pid = zipfile.ZipFile(self.path), os.getpid()
+        return self._zip
+
+    def open(self, name: str) -> IO[bytes]:
+        return (self.path / name).open("rb") if self.path.is_dir() else self._archive().open(name)
+
+    def read(self, name: str) -> bytes:
+        with self.open(name) as f:
+            return f.read()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_zip": None, "_pid": -1}  # each worker process opens its own handle
 
 
 def _junk(name: str) -> bool:
     """macOS archive metadata (`__MACOSX/`, `._name`) and hidden files: never images of the dataset."""
     parts = PurePosixPath(name).parts
     return any(p == "__MACOSX" or p.startswith(".") for p in parts)
+
+
+def _header(f: IO[bytes], source: str) -> tuple[int, int, int]:
+    """(height, width, channels) from an image's header, without decoding its pixels."""
+    from PIL import Image
+
+    try:
+        img = Image.open(f)
+    except Exception as e:
+        raise DataError(f"{source}: cannot decode image ({_why(e)})") from None
+    if img.mode not in _MODES:
+        raise DataError(f"{source}: unsupported image mode {img.mode} (expected grayscale or RGB)")
+    return img.height, img.width, 1 if _MODES[img.mode] == "L" else 3
 
 
 def _decode(raw: bytes, source: str) -> np.ndarray:
@@ -258,28 +340,145 @@ def _folder_labels(meta: bytes, source: str, names: list[str]) -> np.ndarray | N
     return np.array([lookup[n] for n in names], dtype=np.int64)
 
 
-def _image_folder(cfg: Any) -> Dataset:
+class ImageFiles:
+    """An image folder or zip, read lazily: only names and labels are held; pixels are decoded per batch.
+
+    Shapes and modes are checked from every file's header at load; a file whose pixels turn out to
+    be corrupt fails the run when it is first drawn, with the same one-line `DataError`.
+    """
+
+    kind = "image"
+
+    def __init__(self, files: _Files, names: list[str], shape: tuple[int, int, int], labels: torch.Tensor | None,
+                 num_classes: int, name: str, xflip: bool, loader_workers: int):
+        self.files, self.names, self.sample_shape = files, names, shape
+        self.labels, self.num_classes, self.name = labels, num_classes, name
+        self.xflip, self.loader_workers = xflip, loader_workers
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def image(self, i: int) -> np.ndarray:
+        """Image `i` as uint8 [C, H, W]."""
+        name = self.names[i]
+        arr = _decode(self.files.read(name), f"{self.files.path}/{name}")
+        if arr.shape != (self.sample_shape[1], self.sample_shape[2], self.sample_shape[0]):
+            raise DataError(f"{self.files.path}/{name}: decoded to {arr.shape[1]}x{arr.shape[0]} with "
+                            f"{arr.shape[2]} channel(s), unlike its header and the other images")
+        return arr.transpose(2, 0, 1)
+
+    def floats(self) -> torch.Tensor:
+        """The whole set decoded to float32 in [-1, 1]: for evaluation reference statistics only."""
+        return to_float(torch.from_numpy(np.stack([self.image(i) for i in range(len(self))])))
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.floats()
+
+    def source(self, device: torch.device, labels: bool) -> BatchSource:
+        return _Streamed(self, device, labels)
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Map-style view for the DataLoader: item (i, flip) is image i, decoded and flipped, and its label."""
+
+    def __init__(self, data: ImageFiles):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, item: tuple[int, bool]) -> tuple[torch.Tensor, int, int]:
+        i, flip = item
+        arr = self.data.image(i)
+        if flip:
+            arr = arr[:, :, ::-1]
+        label = int(self.data.labels[i]) if self.data.labels is not None else -1
+        return torch.from_numpy(np.ascontiguousarray(arr)), label, i
+
+
+class _StepSampler(torch.utils.data.Sampler):
+    """This rank's rows of every step's global batch, drawn by `draw_rows` from a copy of the run's
+    data generator, so the loader can run ahead of the training loop."""
+
+    def __init__(self, gen_state: torch.Tensor, n: int, batch: int, rows: slice, xflip: bool):
+        self.state, self.n, self.batch, self.rows, self.xflip = gen_state, n, batch, rows, xflip
+
+    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
+        gen = torch.Generator()
+        gen.set_state(self.state)
+        while True:
+            idx, flip = draw_rows(gen, self.n, self.batch, self.xflip)
+            idx = idx[self.rows].tolist()
+            flips = flip[self.rows].tolist() if flip is not None else [False] * len(idx)
+            yield list(zip(idx, flips))
+
+
+class _Streamed:
+    """Batches decoded by DataLoader workers, prefetched ahead of the step that trains on them.
+
+    The run's own generator is advanced in step with the loader's copy, and each batch's indices are
+    checked against it, so checkpoints and resumption see exactly the in-memory behaviour.
+    """
+
+    def __init__(self, data: ImageFiles, device: torch.device, labels: bool):
+        self.data, self.device, self.labels = data, device, labels and data.labels is not None
+        self._batches: Iterator | None = None
+
+    def _start(self, gen: torch.Generator, batch: int, rows: slice) -> Iterator:
+        workers = self.data.loader_workers
+        sampler = _StepSampler(gen.get_state(), len(self.data), batch, rows, self.data.xflip)
+        loader = torch.utils.data.DataLoader(
+            _Rows(self.data), batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None, persistent_workers=bool(workers),
+            generator=torch.Generator().manual_seed(0),  # its worker seeds must not draw from the global RNG
+        )
+        return iter(loader)
+
+    def next_batch(self, gen: torch.Generator, batch: int, rows: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._batches is None:
+            self._batches = self._start(gen, batch, rows)
+        idx, _ = draw_rows(gen, len(self.data), batch, self.data.xflip)
+        try:
+            pixels, labels, got = next(self._batches)
+        except DataError as e:  # re-raised from a worker with its traceback: keep the message line
+            lines = [ln for ln in str(e).splitlines() if "DataError:" in ln]
+            raise DataError(lines[-1].split("DataError:", 1)[1].strip() if lines else str(e)) from None
+        if not torch.equal(got, idx[rows]):
+            raise RuntimeError("data loader out of step with the run's data generator")
+        x = to_float(pixels.to(self.device, non_blocking=True))
+        return x, (labels.to(self.device) if self.labels else None)
+
+
+def _image_folder(cfg: Any) -> ImageFiles:
     """A directory or EDM-style zip of same-size square PNG/JPEG images, optionally labelled."""
     path = _existing(cfg.path)
-    images, meta = _folder_files(path)
-    if not images:
+    files = _Files(path)
+    names = sorted(n for n in files.names if PurePosixPath(n).suffix.lower() in IMAGE_EXTENSIONS and not _junk(n))
+    if not names:
         raise DataError(f"{path}: no images found (expected {', '.join(IMAGE_EXTENSIONS)} files)")
-    arrays = []
-    for rel, raw in images.items():
+    first = None
+    for rel in names:
         src = f"{path}/{rel}"
-        arr = _decode(raw, src)
-        if not arrays:
-            h, w, _ = arr.shape
+        with files.open(rel) as f:
+            shape = _header(f, src)
+        if first is None:
+            first = shape
+            h, w, _ = shape
             if h != w or h < 4 or h & (h - 1):
                 raise DataError(f"{src}: images must be square with a power-of-two side >= 4, got {w}x{h}")
-        elif arr.shape != arrays[0].shape:
-            (h, w, c), (h0, w0, c0) = arr.shape, arrays[0].shape
+        elif shape != first:
+            (h, w, c), (h0, w0, c0) = shape, first
             raise DataError(f"{src}: {w}x{h} with {c} channel(s), expected {w0}x{h0} with {c0} like the first image")
-        arrays.append(arr)
-    labels = None if meta is None else _folder_labels(meta, f"{path}/dataset.json", list(images))
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().contiguous().div_(127.5).sub_(1.0)
-    num_classes = _declared_shape(cfg, path, x.shape[2], x.shape[1], 0 if labels is None else int(labels.max()) + 1)
-    return Dataset(x, None if labels is None else torch.from_numpy(labels), num_classes, cfg.name)
+    meta = files.read("dataset.json") if "dataset.json" in files.names else None
+    labels = None if meta is None else _folder_labels(meta, f"{path}/dataset.json", names)
+    h, w, c = first
+    num_classes = _declared_shape(cfg, path, h, c, 0 if labels is None else int(labels.max()) + 1)
+    return ImageFiles(files, names, (c, h, w), None if labels is None else torch.from_numpy(labels), num_classes,
+                      cfg.name, cfg.xflip, cfg.loader_workers)
+
+
+AnyDataset = Dataset | ImageFiles
 
 
 def _declared_shape(cfg: Any, path: Path, resolution: int, channels: int, num_classes: int) -> int:

@@ -110,10 +110,10 @@ class LossOutput:
     target_pass: bool  # whether the no-grad target forward ran (it does not when r = 0 everywhere)
 
 
-def draw_noise(x0: torch.Tensor, cfg: ECTConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """t ~ LogNormal(P_mean, P_std) per sample, and one eps shared by x_t and x_r."""
-    t = (torch.randn(x0.shape[0], device=x0.device) * cfg.P_std + cfg.P_mean).exp()
-    return t, torch.randn_like(x0)
+def draw_noise(shape: tuple[int, ...], device: torch.device, cfg: ECTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """t ~ LogNormal(P_mean, P_std) per sample, and one eps shared by x_t and x_r, for a batch of `shape`."""
+    t = (torch.randn(shape[0], device=device) * cfg.P_std + cfg.P_mean).exp()
+    return t, torch.randn(shape, device=device)
 
 
 def ect_loss(
@@ -127,7 +127,7 @@ def ect_loss(
 ) -> LossOutput:
     """One ECT minibatch loss at stage a (Algorithm 1); `noise` = (t, eps) drawn by `draw_noise` if not given."""
     shape = (x0.shape[0],) + (1,) * (x0.ndim - 1)
-    t, eps = noise if noise is not None else draw_noise(x0, cfg)
+    t, eps = noise if noise is not None else draw_noise(tuple(x0.shape), x0.device, cfg)
     r = mapping_r(t, a, cfg.q, cfg.k, cfg.b)
     x_t = x0 + t.reshape(shape) * eps
     x_r = x0 + r.reshape(shape) * eps

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import EvalConfig, SamplingConfig
-from .data import Dataset
+from .data import AnyDataset
 from .metrics import FD_METRICS, energy_distance, fd_to_reference, get_extractor, reference_stats, sliced_wasserstein
 from .precond import Precond
 from .reporter import Reporter
@@ -34,14 +34,14 @@ class EvalResult:
 class Evaluator:
     """Builds the metric for a dataset once; `evaluate(model)` then samples and measures."""
 
-    def __init__(self, cfg: EvalConfig, sampling: SamplingConfig, data: Dataset, device: torch.device):
+    def __init__(self, cfg: EvalConfig, sampling: SamplingConfig, data: AnyDataset, device: torch.device):
         if cfg.metric is None:
             raise ValueError("eval.metric is not set: nothing to evaluate")
         self.cfg, self.sampling, self.data, self.device = cfg, sampling, data, device
         if cfg.metric in FD_METRICS:
             self.extractor = get_extractor(FD_METRICS[cfg.metric], weights=cfg.weights, cache_dir=cfg.cache_dir,
                                            device=device)
-            self.reference = reference_stats(data.x, self.extractor, cfg.cache_dir)
+            self.reference = reference_stats(data.floats(), self.extractor, cfg.cache_dir)
             self.extractor_name = self.extractor.name
         else:
             gen = torch.Generator().manual_seed(cfg.seed)

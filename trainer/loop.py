@@ -3,6 +3,9 @@
 The loop knows nothing of Ray, the store or the CLI; it reports through a `Reporter`.
 A run directory holds one rolling `checkpoint.pt`; calling `train()` again on the same directory
 resumes from it (same config required) and continues the same schedule bit for bit on a CPU.
+Under an initialised `torch.distributed` process group the run is data-parallel (see
+`trainer.distributed`): `schedule.batch_size` is the global batch, split over the ranks and then
+into micro-batches of `batch_per_device`; rank 0 owns the EMA, evaluation, checkpoints and reports.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from typing import Callable, Literal
 
 import torch
 
+from . import distributed
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, ema_weights, load_checkpoint, load_weights, save_checkpoint
-from .config import TrainConfig
-from .data import Dataset, data_shape, load_dataset
+from .config import TrainConfig, batch_error
+from .data import AnyDataset, data_shape, load_dataset
 from .ect import LossOutput, draw_noise, ect_loss, stage
 from .ema import EMA
 from .flops import TUNING_BUDGET_IMAGES, forward_flops_per_sample, step_flops
@@ -47,13 +51,18 @@ class TrainResult:
         return self.images_seen / TUNING_BUDGET_IMAGES
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when available; asking for CUDA on a machine without it is an error."""
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' picks CUDA when available; asking for CUDA on a machine without it is an error.
+
+    A plain 'cuda' (or 'auto') becomes this rank's GPU, `cuda:<local rank>`, in a data-parallel run.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device: {name!r} requested but CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
 
 
@@ -79,46 +88,55 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> Callable[[], contextlib
     return contextlib.nullcontext
 
 
-def _speed_options(cfg: TrainConfig, device: torch.device, net: Precond, images: bool) -> torch.nn.Module:
-    """Apply the CUDA-only options (TF32, channels_last, torch.compile); return the module to train with.
+def _speed_options(cfg: TrainConfig, device: torch.device, net: Precond, images: bool,
+                   ranks: distributed.Ranks) -> torch.nn.Module:
+    """Apply the CUDA-only options (TF32, channels_last, torch.compile) and DDP with several ranks;
+    return the module to train with.
 
     torch.compile runs with inductor's `fallback_random`, so dropout draws the same numbers as eager
     mode and the ECT target pass can replay the x_t pass's masks by restoring the RNG state.
     """
     if device.type != "cuda":
-        return net
+        return distributed.wrap(net, ranks, device)
     torch.backends.cuda.matmul.allow_tf32 = cfg.gpu.tf32
     torch.backends.cudnn.allow_tf32 = cfg.gpu.tf32
     if cfg.gpu.channels_last and images:
         net.to(memory_format=torch.channels_last)
+    module = distributed.wrap(net, ranks, device)
     if cfg.gpu.compile:
         import torch._inductor.config as inductor_config
 
         inductor_config.fallback_random = True
-        return torch.compile(net)
-    return net
+        return torch.compile(module)
+    return module
 
 
 class RunState:
     """The mutable state of one run: model, EMA, optimizer, RNGs and counters."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, data: Dataset, device: torch.device):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, data: AnyDataset, device: torch.device,
+                 ranks: distributed.Ranks | None = None):
         self.cfg, self.run_dir, self.data, self.device = cfg, run_dir, data, device
+        self.ranks = ranks or distributed.Ranks()
+        problem = batch_error(cfg.schedule.batch_size, self.ranks.world, cfg.schedule.batch_per_device)
+        if problem:
+            raise ValueError(problem)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # dropout and noise draw from this device's generator
         self.autocast = _autocast(cfg, device)
         torch.manual_seed(cfg.seed)
         self.net = build_model(cfg, data.sample_shape, data.num_classes).to(device).train()
         if cfg.init is not None:
             _load_init(self.net, cfg.init)
         self.channels_last = device.type == "cuda" and cfg.gpu.channels_last and data.kind == "image"
-        self.train_net = _speed_options(cfg, device, self.net, data.kind == "image")
-        self.ema = EMA(self.net, cfg.ema)
+        self.train_net = _speed_options(cfg, device, self.net, data.kind == "image", self.ranks)
+        self.ema = EMA(self.net, cfg.ema) if self.ranks.is_main else None
         self.opt = make_optimizer(self.net.parameters(), cfg.optim)
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.images_seen = 0
         self.train_flops = 0.0
-        self.x = data.x.to(device)
-        self.labels = data.labels.to(device) if data.labels is not None and self.net.label_dim else None
+        self.source = data.source(device, labels=bool(self.net.label_dim))
         self.flops_per_sample = forward_flops_per_sample(self.net, data.sample_shape, device)
         self._evaluator: Evaluator | None = None
 
@@ -127,11 +145,12 @@ class RunState:
         return self.run_dir / CHECKPOINT_NAME
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        idx = torch.randint(len(self.data), (self.cfg.schedule.batch_size,), generator=self.data_gen).to(self.device)
-        x = self.x[idx]
+        """This rank's share of the step's batch: every rank draws the global indices and takes its rows."""
+        batch = self.cfg.schedule.batch_size
+        x, labels = self.source.next_batch(self.data_gen, batch, self.ranks.shard(batch))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, (self.labels[idx] if self.labels is not None else None)
+        return x, labels
 
     def state(self) -> dict:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
@@ -142,7 +161,7 @@ class RunState:
             "images_seen": self.images_seen,
             "train_flops": self.train_flops,
             "net": self.net.state_dict(),
-            "emas": self.ema.state_dict(),
+            "emas": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.opt.state_dict(),
             "rng": {"cpu": torch.get_rng_state(), "cuda": cuda, "data": self.data_gen.get_state()},
         }
@@ -153,7 +172,8 @@ class RunState:
                 f"{self.checkpoint_path}: holds a run with a different config; use another run directory"
             )
         self.net.load_state_dict(state["net"])
-        self.ema.load_state_dict(state["emas"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["emas"])
         self.opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["cpu"])
         if state["rng"]["cuda"] is not None and self.device.type == "cuda":
@@ -180,26 +200,38 @@ class RunState:
         out = self._accumulate(x0, labels, a)
         grad_norm = _grad_norm(self.net)
         finite = bool(torch.isfinite(out.loss) and torch.isfinite(grad_norm))
+        if self.ranks.world > 1:  # every rank takes the step or none does; report the global batch's mean loss
+            finite, loss_sum = distributed.all_ranks_ok(finite, out.loss.item() * x0.shape[0], self.ranks, self.device)
+            out.loss = torch.tensor(loss_sum / self.cfg.schedule.batch_size)
         if finite:
             self.opt.step()
-            self.ema.update(self.net, it)
+            if self.ema is not None:
+                self.ema.update(self.net, it)
             self.step += 1
-            self.images_seen += x0.shape[0]
-            self.train_flops += step_flops(x0.shape[0], self.flops_per_sample, out.target_pass)
+            batch = self.cfg.schedule.batch_size  # all ranks' images
+            self.images_seen += batch
+            self.train_flops += step_flops(batch, self.flops_per_sample, out.target_pass)
         return StepOutput(out, grad_norm, lr, finite)
 
     def _accumulate(self, x0: torch.Tensor, labels: torch.Tensor | None, a: int) -> LossOutput:
         """Forward and backward over micro-batches of `schedule.batch_per_device`, gradients summed
         so that they equal those of the mean loss over the whole batch."""
         micro = self.cfg.schedule.batch_per_device or x0.shape[0]
-        t, eps = draw_noise(x0, self.cfg.ect)  # drawn for the whole batch: results do not depend on `micro`
+        # Drawn for the whole global batch on every rank, then this rank's rows: a sample's noise does
+        # not depend on `micro` or on the number of ranks.
+        global_shape = (self.cfg.schedule.batch_size, *x0.shape[1:])
+        t, eps = draw_noise(global_shape, x0.device, self.cfg.ect)
+        rows = self.ranks.shard(global_shape[0])
+        t, eps = t[rows], eps[rows]
         parts = []
-        for start in range(0, x0.shape[0], micro):
-            sl = slice(start, start + micro)
-            lab = None if labels is None else labels[sl]
-            out = ect_loss(self.train_net, x0[sl], lab, a, self.cfg.ect, self.autocast, (t[sl], eps[sl]))
-            (out.loss * (out.per_sample.shape[0] / x0.shape[0])).backward()
-            parts.append(out)
+        with distributed.rank_rng(self.ranks, self.cfg.seed, self.step, self.device):
+            for start in range(0, x0.shape[0], micro):
+                sl = slice(start, start + micro)
+                lab = None if labels is None else labels[sl]
+                with distributed.sync_gradients(self.train_net, last=start + micro >= x0.shape[0]):
+                    out = ect_loss(self.train_net, x0[sl], lab, a, self.cfg.ect, self.autocast, (t[sl], eps[sl]))
+                    (out.loss * (out.per_sample.shape[0] / x0.shape[0])).backward()
+                parts.append(out)
         if len(parts) == 1:
             return parts[0]
         per_sample = torch.cat([p.per_sample for p in parts])
@@ -209,8 +241,10 @@ class RunState:
         )
 
     def save(self, reporter: Reporter) -> Path:
-        save_checkpoint(self.checkpoint_path, self.state())
-        reporter.checkpoint(self.step, self.checkpoint_path)
+        """Rank 0 writes the one checkpoint (atomically); the other ranks write nothing."""
+        if self.ranks.is_main:
+            save_checkpoint(self.checkpoint_path, self.state())
+            reporter.checkpoint(self.step, self.checkpoint_path)
         return self.checkpoint_path
 
 
@@ -248,9 +282,10 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter | None = None, res
     A non-finite loss or gradient stops the run with status "diverged" (no optimizer step is taken
     with it and the last good checkpoint is kept).
     """
-    reporter = reporter or NullReporter()
+    ranks = distributed.current()
+    reporter = (reporter or NullReporter()) if ranks.is_main else NullReporter()
     data = load_dataset(cfg.data)  # fails before any training work on a bad dataset
-    run = RunState(cfg, Path(run_dir), data, resolve_device(cfg.device))
+    run = RunState(cfg, Path(run_dir), data, resolve_device(cfg.device, ranks.local_rank), ranks)
     if resume and run.checkpoint_path.exists():
         run.restore(load_checkpoint(run.checkpoint_path))
         reporter.metrics(run.step, {"resumed_from": float(run.step)})  # how much work an interruption cost
@@ -285,7 +320,7 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter | None = None, res
                 "images_per_s": (run.images_seen - images_at_t0) / max(elapsed, 1e-9),
                 "train_flops": run.train_flops,
             })
-        if cfg.eval.metric is not None and _due(run.step, sched.eval_interval, total):
+        if cfg.eval.metric is not None and ranks.is_main and _due(run.step, sched.eval_interval, total):
             run.evaluator().evaluate(run.ema.first(), run.step, reporter)
         if _due(run.step, sched.checkpoint_interval, total):
             run.save(reporter)
