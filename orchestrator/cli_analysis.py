@@ -2,36 +2,43 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import pandas as pd
 import typer
 import yaml
 from rich.table import Table
 
-import analysis
 from studies.spec import StudySpec
 
+from .cli_options import POINTS_OPTION, FitForm, FitPoints, Sampler, points_note, print_csv, print_json
 from trainer.config import ConfigError
 
 from .common import DB_OPTION, clean_errors, err, open_store, out
-from .sample_grids import budget_panels, is_image_study
-from .study_frames import fit_rows, resolve_column, study_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# analysis (matplotlib, scipy), pandas and the study frames are imported inside the commands.
 
 analyze_app = typer.Typer(help="Fit power laws and find Pareto frontiers in a study's results.", no_args_is_help=True)
 figures_app = typer.Typer(help="Regenerate the paper's figures and tables.", no_args_is_help=True)
 
 STUDY = typer.Option(..., "--study", help="Study name (as stored).")
 NFE = typer.Option(2, "--nfe", help="Network evaluations per sample (1, 2, ...; 35 with --sampler heun).")
-SAMPLER = typer.Option("consistency", "--sampler", help="consistency or heun.")
+SAMPLER = typer.Option(Sampler.consistency, "--sampler", help="Consistency sampling or EDM's Heun sampler.")
 
 
-def _fit(rows: pd.DataFrame, x: str, y: str, form: str, bootstrap: int) -> dict:
-    if form == "loglinear":
-        return analysis.fit_power_law(rows[x], rows[y], bootstrap=bootstrap, x_name=x, y_name=y).to_dict()
-    return analysis.fit_saturating(rows[x], rows[y], bootstrap=bootstrap, x_name=x, y_name=y).to_dict()
+def fit_one(rows: "pd.DataFrame", x: str, y: str, form: str, points: str) -> dict[str, Any]:
+    """The fit of `y` against `x` on `points` ("means" or "seeds") of `rows`, as a dict that says which
+    points it used and how many runs were behind them."""
+    import analysis
+
+    used = analysis.fit_points(rows, x, y, points)
+    fitter = analysis.fit_power_law if form == FitForm.loglinear.value else analysis.fit_saturating
+    fit = fitter(used[x], used[y], x_name=x, y_name=y)
+    n_runs = int(used["n"].sum())
+    return {"points": points, "runs": n_runs, "note": points_note(points, fit.n, n_runs), **fit.to_dict()}
 
 
 @analyze_app.command("fit")
@@ -40,32 +47,31 @@ def fit_cmd(
     x: str = typer.Option("train_compute", "--x", help="Cost column: train_compute (FLOPs), compute (x 12.8 M images), params, gflops, or a config key."),
     y: str = typer.Option("fd", "--y", help="Metric column (fd = the study's Fréchet distance, or e.g. fd_digits, swd)."),
     nfe: int = NFE,
-    sampler: str = SAMPLER,
-    form: str = typer.Option("loglinear", "--form", help="loglinear: FD = K C^alpha; saturating: FD = E + K C^alpha."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the intervals."),
+    sampler: Sampler = SAMPLER,
+    form: FitForm = typer.Option(FitForm.loglinear, "--form", help="loglinear: FD = K C^alpha; saturating: FD = E + K C^alpha, with a test of the floor E against 0."),
+    points: FitPoints = POINTS_OPTION,
     db: Optional[str] = DB_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Fit a power law of a metric against a cost over a study's completed runs (diverged runs are left out, and said so)."""
+    from .study_frames import fit_rows, resolve_column, study_frame
+
     with clean_errors():
-        if form not in ("loglinear", "saturating"):
-            raise ConfigError(f"--form {form!r}: expected loglinear or saturating")
-        if sampler not in ("consistency", "heun"):
-            raise ConfigError(f"--sampler {sampler!r}: expected consistency or heun")
         store = open_store(db, create=False)
         store.study(study)
         df = study_frame(store, study)
-        rows, notes = fit_rows(df, nfe, sampler)
+        rows, notes = fit_rows(df, nfe, sampler.value)
         for note in notes:
             err.print(f"note: {note}")
         xc, yc = resolve_column(df, x), resolve_column(df, y)
-        result = _fit(rows, xc, yc, form, bootstrap)
-    payload = {"study": study, "x": xc, "y": yc, "nfe": nfe, "sampler": sampler, "form": form,
-               "points": rows[[xc, yc, "label"]].to_dict(orient="records"), "fit": result, "notes": notes}
+        result = fit_one(rows, xc, yc, form.value, points.value)
+    payload = {"study": study, "x": xc, "y": yc, "nfe": nfe, "sampler": sampler.value, "form": form.value,
+               "points": points.value, "data": rows[[xc, yc, "label"]].to_dict(orient="records"), "fit": result,
+               "notes": notes}
     if json_out:
-        out.print_json(json.dumps(payload, default=float))
+        print_json(payload)
         return
-    table = Table(title=f"{study}: {yc} vs {xc} at NFE {nfe} ({form})", show_header=False)
+    table = Table(title=f"{study}: {yc} vs {xc} at NFE {nfe} ({form.value}; {result['note']})", show_header=False)
     for k, v in result.items():
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     out.print(table)
@@ -76,13 +82,19 @@ def pareto_cmd(
     study: str = STUDY,
     cost: str = typer.Option("train_compute", "--cost", help="Cost column (train_compute, compute, params, gflops, inference_cost = NFE x model GFLOPs, ...)."),
     y: str = typer.Option("fd", "--y", help="Metric column (lower is better)."),
-    nfe: Optional[int] = typer.Option(None, "--nfe", help="Only this NFE [default: all NFEs together]."),
+    nfe: Optional[int] = typer.Option(None, "--nfe", show_default="all NFEs together", help="Only this NFE."),
     db: Optional[str] = DB_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     csv_out: bool = typer.Option(False, "--csv", help="Print CSV."),
 ) -> None:
     """The non-dominated runs of a study: no other run is both cheaper and better."""
+    import analysis
+
+    from .study_frames import fit_rows, resolve_column, study_frame
+
     with clean_errors():
+        if json_out and csv_out:
+            raise ConfigError("--json and --csv: choose one output format")
         store = open_store(db, create=False)
         store.study(study)
         df = study_frame(store, study)
@@ -93,9 +105,9 @@ def pareto_cmd(
         cc, yc = resolve_column(rows, cost), resolve_column(rows, y)
         front = analysis.pareto_frontier(rows, cc, yc)[["label", "nfe", cc, yc]]
     if json_out:
-        out.print_json(front.to_json(orient="records"))
+        print_json(front.to_dict(orient="records"))
     elif csv_out:
-        out.print(front.to_csv(index=False), end="")
+        print_csv(front.to_csv(index=False))
     else:
         table = Table(title=f"{study}: Pareto frontier of {yc} vs {cc}")
         for c in front.columns:
@@ -106,28 +118,82 @@ def pareto_cmd(
 
 
 def _save(fig, out_dir: Path, name: str, written: list[Path]) -> None:
+    import analysis
+
     written.extend(analysis.save_figure(fig, out_dir / name))
 
 
-def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path,
-               references: dict[str, float] | None = None) -> list[Path]:
+def metric_label(df: "pd.DataFrame", metric: str) -> str:
+    """Axis text of a study's metric: 'FD (fd_digits, 2000 samples)', 'SWD (1000 samples)'."""
+    name = metric
+    if metric == "fd":
+        name = next((str(c) for c in df.columns if str(c).startswith("fd_")), metric)
+    samples = df["eval.num_samples"].dropna().unique() if "eval.num_samples" in df.columns else []
+    detail = [name] if name != metric else []
+    if len(samples) == 1:
+        detail.append(f"{int(samples[0])} samples")
+    head = "FD" if metric.startswith("fd") else metric.upper()
+    return f"{head} ({', '.join(detail)})" if detail else head
+
+
+def pretrain_in_tuning_units(df: "pd.DataFrame", rows: "pd.DataFrame", x: str = "normalized_compute") -> float | None:
+    """The pretraining run's training FLOPs expressed in `x` units of the tuning runs (None without one)."""
+    pre = df[(df["role"] == "pretrain") & (df["status"] == "completed")].drop_duplicates("run_id")
+    tune = rows.dropna(subset=[x, "train_flops"])
+    tune = tune[tune["train_flops"] > 0]
+    if pre.empty or tune.empty:
+        return None
+    return float(pre["train_flops"].iloc[0] * (tune[x] / tune["train_flops"]).median())
+
+
+def _paper_fits(metric_col: str) -> "pd.DataFrame | None":
+    """Fig. 4's published fits when the study measured the paper's metric (FD_DINOv2), else None."""
+    import analysis
+
+    fits = analysis.load_reference("fig4_fits")
+    return fits if metric_col in set(fits["metric"]) else None
+
+
+def _paper_model_sizes(metric_col: str) -> "pd.DataFrame | None":
+    """Table 7's ImageNet 64 FIDs (long form) when the study measured FID, else None."""
+    import analysis
+
+    if metric_col != "fd_inception":
+        return None
+    t7 = analysis.load_reference("table7")
+    long = analysis.nfe_long(t7[t7["dataset"].str.startswith("ImageNet")], {"fid_1step": 1, "fid_2step": 2}, "fid")
+    return long.rename(columns={"fid": "fd"})
+
+
+def regenerate(df: "pd.DataFrame", spec: StudySpec, out_dir: Path,
+               references: dict[str, float] | None = None, points: str = FitPoints.means.value) -> list[Path]:
     """Every figure and table the study's kind supports, written under `out_dir`; `references`
-    (name -> metric value: baselines, the metric's floor) are drawn on the compute-scaling figure."""
+    (name -> metric value: baselines, the metric's floor) are drawn on the compute-scaling figure.
+    The paper's published numbers are overlaid where the study measured the paper's metric."""
+    import analysis
+
+    from .sample_grids import budget_panels, is_image_study
+    from .study_frames import fit_rows
+
     written: list[Path] = []
     rows, _ = fit_rows(df, None)
     metric = "fd" if "fd" in df.columns else next((c for c in ("swd", "energy") if c in df.columns), None)
     if metric is None or rows.empty:
         raise ValueError(f"study {spec.name!r} has no completed evaluations to draw")
+    label = metric_label(df, metric)
+    metric_col = next((str(c) for c in df.columns if str(c).startswith("fd_")), metric) if metric == "fd" else metric
     out_dir.mkdir(parents=True, exist_ok=True)
     ect = spec.base.ect
     _save(analysis.fig_mapping_schedule(ect.q, ect.stages, ect.k, ect.b), out_dir, "mapping_schedule", written)
     if spec.kind == "compute_scaling":
         scaling = analysis.fig_compute_scaling(rows, x="normalized_compute", y=metric, saturating=True,
-                                               references=references,
-                                               xlabel="tuning compute (multiples of 12.8 M images)")
+                                               references=references, ylabel=label, points=points,
+                                               pretrain_compute=pretrain_in_tuning_units(df, rows),
+                                               paper_fits=_paper_fits(metric_col))
         _save(scaling, out_dir, "compute_scaling", written)
-        _save(analysis.fig_pareto(rows, "train_flops", metric, hue="nfe"), out_dir, "pareto_train_compute", written)
-        _save(analysis.fig_training_curve(rows, x="schedule.iterations", y=metric, logy=True), out_dir,
+        _save(analysis.fig_pareto(rows, "train_flops", metric, hue="nfe", ylabel=label), out_dir,
+              "pareto_train_compute", written)
+        _save(analysis.fig_training_curve(rows, x="schedule.iterations", y=metric, logy=True, ylabel=label), out_dir,
               "metric_vs_iterations", written)
         if is_image_study(df):
             panels = budget_panels(df)
@@ -135,12 +201,14 @@ def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path,
                 _save(analysis.fig_image_panels(panels), out_dir, "samples_per_budget", written)
     if spec.kind == "model_size":
         sized = rows.assign(mparams=rows["num_params"] / 1e6)
-        _save(analysis.fig_model_size(sized, metric=metric, gflops="model_gflops", params="mparams"),
+        _save(analysis.fig_model_size(sized, metric=metric, gflops="model_gflops", params="mparams", ylabel=label,
+                                      paper=_paper_model_sizes(metric_col)),
               out_dir, "model_size", written)
         inference = analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops")
-        _save(analysis.fig_pareto(inference, "inference_cost", metric, hue="nfe"), out_dir, "pareto_inference", written)
+        _save(analysis.fig_pareto(inference, "inference_cost", metric, hue="nfe", ylabel=label), out_dir,
+              "pareto_inference", written)
     if "network.dropout" in (spec.grid or {}):
-        _save(analysis.fig_dropout(rows, x="network.dropout", y=metric), out_dir, "dropout", written)
+        _save(analysis.fig_dropout(rows, x="network.dropout", y=metric, ylabel=label), out_dir, "dropout", written)
     if spec.kind == "ablation":
         table = analysis.ablation_table(rows.assign(row=rows["label"] + " · NFE " + rows["nfe"].astype(str)),
                                         "row", [metric])
@@ -156,13 +224,16 @@ def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path,
 def regenerate_cmd(
     study: str = STUDY,
     out_dir: Path = typer.Option(Path("figures"), "--out", help="Output directory (PNG and PDF per figure)."),
+    points: FitPoints = POINTS_OPTION,
     db: Optional[str] = DB_OPTION,
 ) -> None:
     """Draw every figure (and table) that a study's kind supports from its stored results."""
+    from .study_frames import study_frame
+
     with clean_errors():
         store = open_store(db, create=False)
         spec = StudySpec.model_validate(yaml.safe_load(store.study(study).spec_yaml))
-        written = regenerate(study_frame(store, study), spec, out_dir)
+        written = regenerate(study_frame(store, study), spec, out_dir, points=points.value)
     for path in written:
         out.print(f"wrote {path}")
 
@@ -171,6 +242,8 @@ def regenerate_cmd(
 def paper_cmd(out_dir: Path = typer.Option(Path("figures/paper"), "--out", help="Output directory.")) -> None:
     """The figures that the paper's published numbers alone determine: Fig. 4 (right) from Table 7,
     Fig. 5 for the CIFAR-10 and ImageNet 64 schedules, and Tables 2-4 as Markdown / LaTeX / CSV."""
+    import analysis
+
     with clean_errors():
         out_dir.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
