@@ -197,10 +197,10 @@ def fig_compute_scaling(df: pd.DataFrame, x: str = "normalized_compute", y: str 
                    label="10 % of pretraining compute")
     ax.set(xscale="log", yscale="log", xlabel=xlabel or axis_label(x), ylabel=ylabel or axis_label(y))
     _plain_log_ticks(ax)
-    if len(ax.get_legend_handles_labels()[0]) > 4:  # many entries: below the axes, off the data
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize=5.5, handlelength=1.8,
-                  columnspacing=1.0)
-        fig.set_figheight(fig.get_figheight() + 0.8)
+    entries = len(ax.get_legend_handles_labels()[0])
+    if entries > 4:  # many entries: one column below the axes, off the data, the figure grown to fit
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=1, fontsize=5.5, handlelength=1.8)
+        fig.set_figheight(fig.get_figheight() + 0.3 + 0.1 * entries)
     else:
         ax.legend(loc="best")
     return fig

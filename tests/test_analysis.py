@@ -321,16 +321,49 @@ def test_fig_compute_scaling(tmp_path):
     df = compute_frame()
     fig = fig_compute_scaling(df, y="fd_dinov2", paper_fits=load_reference("fig4_fits"))
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "normalized_compute" and ax.get_ylabel() == "fd_dinov2"
+    assert ax.get_xlabel() == "training compute (× 12.8 M images)" and ax.get_ylabel() == "FD (DINOv2)"
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     texts = legend_texts(ax)
     for nfe in (1, 2):
         fit = fit_power_law(df.loc[df.nfe == nfe, "normalized_compute"], df.loc[df.nfe == nfe, "fd_dinov2"])
-        assert any(f"α={fit.alpha:.3f}" in t and f"r={fit.r:.3f}" in t for t in texts)
+        assert any(f"α={fit.alpha:.3f}" in t and f"r={fit.r:.3f}" in t and "6 means" in t for t in texts)
     assert "paper 1-step: K=263, α=-0.060" in texts and "paper 2-step: K=164, α=-0.028" in texts
     points = next(line for line in ax.lines if line.get_label() == "1-step")
     assert list(points.get_xdata()) == list(BUDGETS)
     assert_written(fig, tmp_path, "compute_scaling")
+
+
+def test_fig_compute_scaling_marks_pretraining_and_floor_verdicts():
+    df = compute_frame()
+    ax = fig_compute_scaling(df, y="fd_dinov2", saturating=True, pretrain_compute=50.0,
+                             ylabel="FD (fd_digits, 2000 samples)").axes[0]
+    mark = next(line for line in ax.lines if line.get_label() == "10 % of pretraining compute")
+    assert list(mark.get_xdata()) == [5.0, 5.0]
+    assert ax.get_ylabel() == "FD (fd_digits, 2000 samples)"
+    texts = legend_texts(ax)
+    # floor-free data: the saturating curve is not drawn, the legend says why
+    for nfe in (1, 2):
+        rows = df[df.nfe == nfe]
+        sat = fit_saturating(rows.normalized_compute, rows.fd_dinov2)
+        assert not sat.floor_identified
+        assert f"{nfe}-step: no floor identified (p = {sat.floor_p_value:.2g})" in texts
+    assert not any("+ K·C^" in t for t in texts)
+    c = 2.0 ** np.arange(10)
+    floored = pd.DataFrame({"normalized_compute": c, "nfe": 2, "fd": 50 + 300 * c**-0.7})
+    assert any("+ K·C^" in t for t in legend_texts(fig_compute_scaling(floored, saturating=True).axes[0]))
+
+
+def test_fit_points_means_or_seeds():
+    df = seeded_frame()
+    means = analysis.fit_points(df, "normalized_compute", "fd")
+    assert means["fd"].tolist() == [52.0, 30.0, 20.0, 12.0] and means["n"].sum() == len(df)
+    seeds = analysis.fit_points(df, "normalized_compute", "fd", "seeds")
+    assert len(seeds) == len(df) and seeds["n"].sum() == len(df)
+    with pytest.raises(ValueError, match="points 'runs': expected one of means, seeds"):
+        analysis.fit_points(df, "normalized_compute", "fd", "runs")
+    ax = fig_compute_scaling(df, y="fd", points="seeds").axes[0]
+    fit = fit_power_law(df["normalized_compute"], df["fd"])
+    assert any(f"α={fit.alpha:.3f}" in t and "8 seeds" in t for t in legend_texts(ax))
 
 
 def test_fig_compute_scaling_with_given_fits():
@@ -347,9 +380,11 @@ def test_table7_model_size_slopes_are_negative(tmp_path):
         rows = long[long.nfe == nfe]
         assert fit_power_law(rows["gflops"], rows["fid"]).alpha < 0
         assert fit_power_law(rows["mparams"], rows["fid"]).alpha < 0
-    fig = fig_model_size(long, label_col="model")
-    assert [ax.get_xlabel() for ax in fig.axes] == ["gflops", "mparams"]
-    assert all(ax.get_ylabel() == "fid" for ax in fig.axes)
+    fig = fig_model_size(long, label_col="model", paper=long)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["model GFLOPs per forward pass", "parameters (M)"]
+    assert all(ax.get_ylabel() == "FID" for ax in fig.axes)
+    paper = next(c for c in fig.axes[0].collections if c.get_label() == "paper 2-step")
+    assert sorted(paper.get_offsets()[:, 1]) == sorted([3.18, 2.35, 2.14, 1.96])
     two_step = next(c for c in fig.axes[0].collections if c.get_label() == "2-step")
     assert sorted(two_step.get_offsets()[:, 1]) == sorted([3.18, 2.35, 2.14, 1.96])
     sizes = two_step.get_sizes()
@@ -362,7 +397,7 @@ def test_fig_pareto(tmp_path):
     df = add_inference_cost(table7_imagenet_long().rename(columns={"gflops": "model_gflops"}))
     fig = fig_pareto(df, "inference_cost", "fid", hue="nfe")
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "inference_cost" and ax.get_ylabel() == "fid"
+    assert ax.get_xlabel() == "inference cost (NFE × GFLOPs)" and ax.get_ylabel() == "FID"
     front = next(line for line in ax.lines if line.get_label() == "Pareto frontier")
     expected = pareto_frontier(df, "inference_cost", "fid")
     assert list(front.get_ydata()) == list(expected["fid"])
@@ -374,7 +409,7 @@ def test_fig_pareto(tmp_path):
 def test_fig_mapping_schedule_matches_closed_form(tmp_path):
     fig = fig_mapping_schedule(2, 8)
     ax = fig.axes[0]
-    assert ax.get_xscale() == "log" and ax.get_xlabel() == "t" and ax.get_ylabel() == "r/t"
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "noise level t" and ax.get_ylabel() == "r / t"
     assert len(ax.lines) == 8
     for a, line in enumerate(ax.lines, start=1):
         t, ratio = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
@@ -390,7 +425,7 @@ def test_fig_dropout_and_training_curve(tmp_path):
                             "fid": [5.0, 4.5, 4.8, 5.2, 4.4, 4.9, 3.0, 2.8, 2.9, 3.1, 2.7, 3.0]})
     fig = fig_dropout(dropout)
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "dropout" and ax.get_ylabel() == "fid"
+    assert ax.get_xlabel() == "dropout rate" and ax.get_ylabel() == "FID"
     one = next(line for line in ax.lines if line.get_label() == "1-step")
     assert list(one.get_ydata()) == pytest.approx([5.1, 4.45, 4.85])
     assert legend_texts(ax) == ["1-step", "2-step"]
@@ -400,7 +435,7 @@ def test_fig_dropout_and_training_curve(tmp_path):
                           "fid": [9.0, 6.0, 5.0, 4.0, 3.0, 2.5]})
     fig = fig_training_curve(curve, logy=True)
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "step" and ax.get_ylabel() == "fid" and ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "training iterations" and ax.get_ylabel() == "FID" and ax.get_yscale() == "log"
     two = next(line for line in ax.lines if line.get_label() == "2-step")
     assert list(two.get_xdata()) == [1000, 2000, 3000] and list(two.get_ydata()) == [4.0, 3.0, 2.5]
     assert_written(fig, tmp_path, "training_curve")
