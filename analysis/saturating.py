@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import special
 
 from ._checks import positive_xy
+from .powerlaw import t_quantile
 
 ALPHA_BOUND = 5.0
 N_PARAMS = 3
@@ -123,7 +124,9 @@ def _jacobian(p: np.ndarray, lx: np.ndarray, ly: np.ndarray) -> np.ndarray:
         return -np.column_stack([1 / m, power / m, power * lx / m])
 
 
-def _solve(x0: np.ndarray, lx: np.ndarray, ly: np.ndarray, f_scale: float) -> optimize.OptimizeResult:
+def _solve(x0: np.ndarray, lx: np.ndarray, ly: np.ndarray, f_scale: float) -> Any:
+    from scipy import optimize  # here, not at import: `import analysis` stays light
+
     bounds = ([0.0, -np.inf, -ALPHA_BOUND], [np.inf, np.inf, ALPHA_BOUND])
     return optimize.least_squares(_residuals, x0, jac=_jacobian, bounds=bounds, loss="huber",
                                   f_scale=f_scale, args=(lx, ly), method="trf", max_nfev=2000)
@@ -173,7 +176,7 @@ def _floor_test(rss0: float, rss1: float, n: int) -> float:
         return 1.0
     if rss1 <= 1e-12 * rss0:
         return 0.0
-    return float(stats.f.sf((rss0 - rss1) / (rss1 / dof), 1, dof))
+    return float(special.fdtrc(1, dof, (rss0 - rss1) / (rss1 / dof)))
 
 
 def _weak_parameters(p: np.ndarray, se: np.ndarray) -> list[str]:
@@ -230,7 +233,7 @@ def fit_saturating(x: Any, y: Any, ci: float = 0.95, f_scale: float = 0.1, level
     cov = to_orig @ cov_n @ to_orig.T
     se = np.sqrt(np.diag(cov))
     reasons += _weak_parameters(p, np.sqrt(np.diag(cov_n)))
-    tq = float(stats.t.ppf(0.5 * (1 + ci), n - N_PARAMS))
+    tq = t_quantile(ci, n - N_PARAMS)
     converged = not reasons
     return SaturatingFit(
         converged=converged, reason="; ".join(reasons), se_E=float(se[0]), se_log_K=float(se[1]),
