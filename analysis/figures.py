@@ -39,8 +39,7 @@ STYLE: dict[str, Any] = {
     "axes.linewidth": 0.6, "axes.grid": True, "grid.linewidth": 0.4, "grid.alpha": 0.3,
     "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
     # keep both equal: matplotlib 3.11 sizes PDF glyph subsets from ps.fonttype
-    "pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 300, "savefig.bbox": "tight",
-    "savefig.pad_inches": 0.02,
+    "pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 300,
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
