@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, get_args
 
@@ -26,6 +25,8 @@ if TYPE_CHECKING:
 
 def _version(value: bool) -> None:
     if value:
+        from importlib import metadata
+
         out.print(f"ect {metadata.version('ect-scaling')}", highlight=False)
         raise typer.Exit()
 
