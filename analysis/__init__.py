@@ -26,10 +26,11 @@ from .schedule import mapping_ratio, mapping_schedule
 from .tables import ablation_table, to_csv, to_latex, to_markdown
 
 __all__ = [
-    "FIT_POINTS", "PowerLawFit", "SaturatingFit", "axis_label", "fit_points", "ablation_table", "add_inference_cost", "compute_for_target",
-    "fewer_steps_worse", "fig_compute_scaling", "fig_dropout", "fig_image_panels", "fig_mapping_schedule", "fig_model_size", "fig_pareto",
-    "fig_training_curve", "fit_power_law", "fit_saturating", "latest_evaluations", "list_references",
-    "load_reference", "mapping_ratio", "mapping_schedule", "nfe_long", "pareto_frontier", "pearson_loglog",
-    "predict", "save_figure", "seed_summary", "to_csv", "to_latex", "to_markdown", "trend_vs_spread",
+    "FIT_POINTS", "PowerLawFit", "SaturatingFit", "ablation_table", "add_inference_cost", "axis_label",
+    "compute_for_target", "fewer_steps_worse", "fig_compute_scaling", "fig_dropout", "fig_image_panels",
+    "fig_mapping_schedule", "fig_model_size", "fig_pareto", "fig_training_curve", "fit_points",
+    "fit_power_law", "fit_saturating", "latest_evaluations", "list_references", "load_reference",
+    "mapping_ratio", "mapping_schedule", "nfe_long", "pareto_frontier", "pearson_loglog", "predict",
+    "save_figure", "seed_summary", "to_csv", "to_latex", "to_markdown", "trend_vs_spread",
     "tuning_vs_pretraining",
 ]
