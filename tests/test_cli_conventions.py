@@ -158,3 +158,17 @@ def test_sqlalchemy_errors_are_one_line_naming_the_database(scaling_db):
     assert res.exit_code == 1
     assert res.stderr.count("\n") == 1 and f"database sqlite:///{scaling_db}" in res.stderr, res.stderr
     assert "Traceback" not in res.output
+
+
+def test_figure_labels_and_paper_overlays_follow_the_study_metric():
+    import pandas as pd
+
+    from orchestrator.cli_analysis import _paper_fits, _paper_model_sizes, metric_label
+
+    digits = pd.DataFrame({"fd": [1.0], "fd_digits": [1.0], "eval.num_samples": [2000]})
+    assert metric_label(digits, "fd") == "FD (fd_digits, 2000 samples)"
+    assert metric_label(pd.DataFrame({"swd": [0.1], "eval.num_samples": [200]}), "swd") == "SWD (200 samples)"
+    assert list(_paper_fits("fd_dinov2")["K"]) == [263, 164] and _paper_fits("fd_digits") is None
+    table7 = _paper_model_sizes("fd_inception")
+    assert len(table7) == 8 and {"gflops", "mparams", "fd", "nfe"} <= set(table7.columns)
+    assert _paper_model_sizes("fd_dinov2") is None
