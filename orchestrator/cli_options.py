@@ -17,10 +17,11 @@ from rich.console import Console
 PIPE_WIDTH = 100_000  # a table wider than any real one: never cut or wrapped
 
 
-def stdout_console() -> Console:
-    """The console for results: the terminal's width on a terminal, no width limit in a pipe or file."""
-    console = Console()
-    return console if console.is_terminal else Console(width=PIPE_WIDTH, soft_wrap=True)
+def pipe_console(stderr: bool = False) -> Console:
+    """A console for stdout (results) or stderr (notes, errors): the terminal's width on a terminal, no width
+    limit in a pipe or file, so tables and lines are neither cut nor wrapped."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=PIPE_WIDTH, soft_wrap=True)
 
 
 class FitPoints(str, Enum):

@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
-from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
 from trainer.config import ConfigError
 
-from .cli_options import stdout_console
+from .cli_options import pipe_console
 from .query import FilterError
 from .store import DEFAULT_DB, Store, StoreError, database_url, redact
 
-err = Console(stderr=True)
-out = stdout_console()
+err = pipe_console(stderr=True)
+out = pipe_console()
 USAGE, RUNTIME = 2, 1
 
 DB_OPTION = typer.Option(None, "--db", envvar="ECT_DB", show_default=DEFAULT_DB,
