@@ -5,6 +5,7 @@ one-way rule): the orchestrator turns store queries into DataFrames and calls th
 """
 
 from .figures import (
+    axis_label,
     fig_compute_scaling,
     fig_dropout,
     fig_image_panels,
@@ -15,7 +16,7 @@ from .figures import (
     save_figure,
 )
 from .comparison import fewer_steps_worse, tuning_vs_pretraining
-from .frames import latest_evaluations, nfe_long, seed_summary, trend_vs_spread
+from .frames import FIT_POINTS, fit_points, latest_evaluations, nfe_long, seed_summary, trend_vs_spread
 from .pareto import add_inference_cost, pareto_frontier
 from .powerlaw import PowerLawFit, fit_power_law, pearson_loglog
 from .prediction import compute_for_target, predict
@@ -25,10 +26,11 @@ from .schedule import mapping_ratio, mapping_schedule
 from .tables import ablation_table, to_csv, to_latex, to_markdown
 
 __all__ = [
-    "PowerLawFit", "SaturatingFit", "ablation_table", "add_inference_cost", "compute_for_target",
-    "fewer_steps_worse", "fig_compute_scaling", "fig_dropout", "fig_image_panels", "fig_mapping_schedule", "fig_model_size", "fig_pareto",
-    "fig_training_curve", "fit_power_law", "fit_saturating", "latest_evaluations", "list_references",
-    "load_reference", "mapping_ratio", "mapping_schedule", "nfe_long", "pareto_frontier", "pearson_loglog",
-    "predict", "save_figure", "seed_summary", "to_csv", "to_latex", "to_markdown", "trend_vs_spread",
+    "FIT_POINTS", "PowerLawFit", "SaturatingFit", "ablation_table", "add_inference_cost", "axis_label",
+    "compute_for_target", "fewer_steps_worse", "fig_compute_scaling", "fig_dropout", "fig_image_panels",
+    "fig_mapping_schedule", "fig_model_size", "fig_pareto", "fig_training_curve", "fit_points",
+    "fit_power_law", "fit_saturating", "latest_evaluations", "list_references", "load_reference",
+    "mapping_ratio", "mapping_schedule", "nfe_long", "pareto_frontier", "pearson_loglog", "predict",
+    "save_figure", "seed_summary", "to_csv", "to_latex", "to_markdown", "trend_vs_spread",
     "tuning_vs_pretraining",
 ]

@@ -2,8 +2,9 @@
 
 Every function returns a matplotlib Figure drawn on the Agg canvas (no pyplot and no global
 backend switch, so nothing leaks between calls); `save_figure` writes PNG and PDF. Axis labels
-are the column names (override with `xlabel` / `ylabel`), series are one per NFE, labelled
-"1-step", "2-step", ... Style: 3.3 in single-column width, 7-8 pt fonts, TrueType fonts in PDF.
+name the quantity and its unit (`axis_label`: "training compute (× 12.8 M images)"; columns it
+does not know are shown as they are; override with `xlabel` / `ylabel`), series are one per NFE,
+labelled "1-step", "2-step", ... Style: 3.3 in single-column width, 7-8 pt fonts, TrueType fonts in PDF.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from .frames import seed_summary
+from .frames import fit_points, seed_summary
 from .pareto import pareto_frontier
 from .powerlaw import PowerLawFit, fit_power_law
 from .saturating import SaturatingFit, fit_saturating
@@ -38,11 +39,31 @@ STYLE: dict[str, Any] = {
     "axes.linewidth": 0.6, "axes.grid": True, "grid.linewidth": 0.4, "grid.alpha": 0.3,
     "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
     # keep both equal: matplotlib 3.11 sizes PDF glyph subsets from ps.fonttype
-    "pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 300, "savefig.bbox": "tight",
-    "savefig.pad_inches": 0.02,
+    "pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 300,
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+AXIS_LABELS = {
+    "normalized_compute": "training compute (× 12.8 M images)",
+    "train_flops": "training compute (FLOPs)",
+    "model_gflops": "model GFLOPs per forward pass",
+    "gflops": "model GFLOPs per forward pass",
+    "mparams": "parameters (M)",
+    "inference_cost": "inference cost (NFE × GFLOPs)",
+    "dropout": "dropout rate",
+    "network.dropout": "dropout rate",
+    "step": "training iterations",
+    "schedule.iterations": "tuning iterations",
+    "fid": "FID",
+    "fd_inception": "FID",
+    "fd_dinov2": "FD (DINOv2)",
+}
+
+
+def axis_label(column: str) -> str:
+    """Axis text for a column: its quantity and unit where known, else the column name."""
+    return AXIS_LABELS.get(column, column)
 
 
 def _styled(func: F) -> F:
@@ -97,36 +118,39 @@ def _positive(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 def _try_fit(rows: pd.DataFrame, x: str, y: str) -> PowerLawFit | None:
     try:
-        return fit_power_law(rows[x], rows[y], bootstrap=0, x_name=x, y_name=y)
+        return fit_power_law(rows[x], rows[y], x_name=x, y_name=y)
     except ValueError:
         return None
 
 
 def _try_saturating(rows: pd.DataFrame, x: str, y: str) -> SaturatingFit | None:
     try:
-        fit = fit_saturating(rows[x], rows[y], bootstrap=0, x_name=x, y_name=y)
+        return fit_saturating(rows[x], rows[y], x_name=x, y_name=y)
     except ValueError:
         return None
-    return fit if fit.converged else None
 
 
-def fit_label(fit: PowerLawFit, prefix: str) -> str:
-    """Legend text of a fitted line: '<prefix> fit: K=263, α=-0.060, r=-0.994'."""
-    return f"{prefix} fit: K={fit.K:.3g}, α={fit.alpha:.3f}, r={fit.r:.3f}"
+def fit_label(fit: PowerLawFit, prefix: str, points: str | None = None) -> str:
+    """Legend text of a fitted line: '<prefix> fit: K=263, α=-0.060, r=-0.994' (+ ' · 6 means')."""
+    return f"{prefix} fit: K={fit.K:.3g}, α={fit.alpha:.3f}, r={fit.r:.3f}" + (f" · {fit.n} {points}" if points else "")
 
 
 @_styled
 def fig_compute_scaling(df: pd.DataFrame, x: str = "normalized_compute", y: str = "fd", nfe_col: str = "nfe",
                         fits: Mapping[Any, PowerLawFit] | None = None, paper_fits: pd.DataFrame | None = None,
                         xlabel: str | None = None, ylabel: str | None = None, saturating: bool = False,
-                        references: Mapping[str, float] | None = None) -> Figure:
+                        references: Mapping[str, float] | None = None, pretrain_compute: float | None = None,
+                        points: str = "means") -> Figure:
     """Fig. 4 (left): metric vs training compute on log-log axes, one series and fitted line per NFE.
 
-    `saturating` adds the fitted E + K C^α per series (dashed, where the fit converged), the form
-    that separates a floor E from the compute trend when the log-log line bends. `references` draws
-    labelled horizontal lines (e.g. the diffusion sampler's metric, the metric's real-data floor).
+    `saturating` adds the fitted E + K C^α per series (dashed) where the data identify a floor E
+    over the pure power law; elsewhere the legend says "no floor identified (p = ...)" and only the
+    power law is drawn. `references` draws labelled horizontal lines (e.g. the diffusion sampler's
+    metric, the metric's real-data floor). `pretrain_compute` (in the unit of `x`) marks 10 % of
+    the pretraining compute with a vertical line, the budget the paper's headline claim uses.
     Runs at the same compute (training seeds) are pooled: small faint points per run, the mean with
-    a min-max bar; fits use the means. `fits` maps NFE -> PowerLawFit; when None each series with
+    a min-max bar; fits use `fit_points(..., points)` (the means by default; "seeds": every run) and
+    the legend says which and how many. `fits` maps NFE -> PowerLawFit; when None each series with
     >= 3 budgets is fitted here. `paper_fits` (e.g. load_reference("fig4_fits"): columns nfe, K,
     alpha) adds dashed lines; it only makes sense when `x` is in the paper's unit (12.8 M images).
     """
@@ -144,15 +168,19 @@ def fig_compute_scaling(df: pd.DataFrame, x: str = "normalized_compute", y: str 
                         label=f"{label} (mean, min-max over seeds)")
         else:
             ax.plot(rows[x], rows[y], ls="none", marker="o", color=colour, label=label)
-        fit = fits.get(nfe) if fits is not None else _try_fit(means, x, y)
+        used = fit_points(rows, x, y, points)
+        fit = fits.get(nfe) if fits is not None else _try_fit(used, x, y)
         if fit is not None and len(rows):
             grid = np.geomspace(rows[x].min(), rows[x].max(), 100)
-            ax.plot(grid, fit.mean(grid), color=colour, lw=1.0, label=fit_label(fit, label))
-        sat = _try_saturating(means, x, y) if saturating else None
-        if sat is not None:
+            ax.plot(grid, fit.mean(grid), color=colour, lw=1.0,
+                    label=fit_label(fit, label, None if fits is not None else points))
+        sat = _try_saturating(used, x, y) if saturating else None
+        if sat is not None and sat.floor_identified:
             grid = np.geomspace(rows[x].min(), rows[x].max(), 100)
             ax.plot(grid, sat.mean(grid), color=colour, lw=0.9, ls="--",
-                    label=f"{label} fit: {sat.E:.3g} + K·C^{sat.alpha:.2f}")
+                    label=f"{label} fit: {sat.E:.3g} + K·C^{sat.alpha:.2f} (floor p = {sat.floor_p_value:.2g})")
+        elif sat is not None:
+            ax.plot([], [], ls="none", label=f"{label}: no floor identified (p = {sat.floor_p_value:.2g})")
     if paper_fits is not None and len(data):
         grid = np.geomspace(data[x].min(), data[x].max(), 100)
         for i, ref in enumerate(paper_fits.itertuples()):
@@ -163,12 +191,15 @@ def fig_compute_scaling(df: pd.DataFrame, x: str = "normalized_compute", y: str 
         if value is not None and value > 0:
             ax.axhline(value, color="#7f7f7f", lw=0.8, ls=(0, (1, 1.5)) if i % 2 else (0, (4, 2)),
                        label=f"{name}: {value:.3g}")
-    ax.set(xscale="log", yscale="log", xlabel=xlabel or x, ylabel=ylabel or y)
+    if pretrain_compute is not None and pretrain_compute > 0:
+        ax.axvline(0.1 * pretrain_compute, color="#444444", lw=0.8, ls=(0, (3, 1, 1, 1)),
+                   label="10 % of pretraining compute")
+    ax.set(xscale="log", yscale="log", xlabel=xlabel or axis_label(x), ylabel=ylabel or axis_label(y))
     _plain_log_ticks(ax)
-    if len(ax.get_legend_handles_labels()[0]) > 4:  # many entries: below the axes, off the data
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize=5.5, handlelength=1.8,
-                  columnspacing=1.0)
-        fig.set_figheight(fig.get_figheight() + 0.8)
+    entries = len(ax.get_legend_handles_labels()[0])
+    if entries > 4:  # many entries: one column below the axes, off the data, the figure grown to fit
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=1, fontsize=5.5, handlelength=1.8)
+        fig.set_figheight(fig.get_figheight() + 0.3 + 0.1 * entries)
     else:
         ax.legend(loc="best")
     return fig
@@ -176,12 +207,14 @@ def fig_compute_scaling(df: pd.DataFrame, x: str = "normalized_compute", y: str 
 
 @_styled
 def fig_model_size(df: pd.DataFrame, metric: str = "fid", nfe_col: str = "nfe", gflops: str = "gflops",
-                   params: str = "mparams", label_col: str | None = None, ylabel: str | None = None) -> Figure:
+                   params: str = "mparams", label_col: str | None = None, ylabel: str | None = None,
+                   paper: pd.DataFrame | None = None) -> Figure:
     """Fig. 4 (right): metric vs model GFLOPs (left panel) and vs parameters (right panel).
 
     Log-log, one series and fitted power law per NFE, marker diameter proportional to `params`;
     `label_col` names the points (e.g. "model"). Table 7 in long form works directly:
-    nfe_long(load_reference("table7"), {"fid_1step": 1, "fid_2step": 2}, "fid").
+    nfe_long(load_reference("table7"), {"fid_1step": 1, "fid_2step": 2}, "fid"); pass it as `paper`
+    (columns nfe, gflops, mparams, `metric`) to overlay the published points as open markers.
     """
     _require(df, metric, gflops, params, label_col)
     data = df.dropna(subset=[metric, gflops, params])
@@ -200,7 +233,12 @@ def fig_model_size(df: pd.DataFrame, metric: str = "fid", nfe_col: str = "nfe", 
             if label_col is not None and i == 0:
                 for xv, yv, name in zip(rows[xcol], rows[metric], rows[label_col]):
                     ax.annotate(str(name), (xv, yv), xytext=(3, 3), textcoords="offset points", fontsize=6)
-        ax.set(xscale="log", yscale="log", xlabel=xcol, ylabel=ylabel or metric)
+        if paper is not None:
+            pcol = "gflops" if xcol == gflops else "mparams"
+            for _, rows, colour, label in _groups(paper.dropna(subset=[pcol, metric]), nfe_col, metric):
+                ax.scatter(rows[pcol], rows[metric], s=14, facecolors="none", edgecolors=colour, marker="s",
+                           linewidths=0.8, label=f"paper {label}")
+        ax.set(xscale="log", yscale="log", xlabel=axis_label(xcol), ylabel=ylabel or axis_label(metric))
         _plain_log_ticks(ax)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, markerscale=0.5,
                   columnspacing=1.0, handlelength=1.5)
@@ -209,7 +247,8 @@ def fig_model_size(df: pd.DataFrame, metric: str = "fid", nfe_col: str = "nfe", 
 
 @_styled
 def fig_pareto(df: pd.DataFrame, cost: str, metric: str, minimize_metric: bool = True, hue: str | None = None,
-               logx: bool = True, logy: bool = False) -> Figure:
+               logx: bool = True, logy: bool = False, xlabel: str | None = None, ylabel: str | None = None
+               ) -> Figure:
     """All runs as points (coloured by `hue`) and the Pareto frontier of cost vs metric as a staircase."""
     _require(df, cost, metric, hue)
     data = df.dropna(subset=[cost, metric])
@@ -219,11 +258,12 @@ def fig_pareto(df: pd.DataFrame, cost: str, metric: str, minimize_metric: bool =
     else:
         for i, (value, rows) in enumerate(data.groupby(hue, sort=True)):
             ax.plot(rows[cost], rows[metric], ls="none", marker="o", alpha=0.7,
-                    color=PALETTE[i % len(PALETTE)], label=f"{hue}={value}")
+                    color=PALETTE[i % len(PALETTE)], label=step_label(value) if hue == "nfe" else f"{hue}={value}")
     front = pareto_frontier(data, cost, metric, minimize_metric)
     ax.plot(front[cost], front[metric], drawstyle="steps-post", marker="o", mfc="none", color="black",
             lw=1.0, label="Pareto frontier")
-    ax.set(xscale="log" if logx else "linear", yscale="log" if logy else "linear", xlabel=cost, ylabel=metric)
+    ax.set(xscale="log" if logx else "linear", yscale="log" if logy else "linear", xlabel=xlabel or axis_label(cost),
+           ylabel=ylabel or axis_label(metric))
     _plain_log_ticks(ax)
     ax.legend(loc="best")
     return fig
@@ -238,7 +278,7 @@ def fig_mapping_schedule(q: float, stages: int, k: float = 8.0, b: float = 1.0,
     cmap = mpl.colormaps["viridis"]
     for a, rows in sched.groupby("stage", sort=True):
         ax.plot(rows["t"], rows["r_over_t"], color=cmap((a - 1) / max(stages - 1, 1)), label=f"a = {a}")
-    ax.set(xscale="log", xlabel="t", ylabel="r/t", ylim=(-0.02, 1.02),
+    ax.set(xscale="log", xlabel="noise level t", ylabel="r / t", ylim=(-0.02, 1.02),
            title=f"q = {q:g}, {stages} stages, k = {k:g}, b = {b:g}")
     _plain_log_ticks(ax)
     ax.legend(loc="best", ncols=2 if stages > 4 else 1)
@@ -263,7 +303,7 @@ def fig_dropout(df: pd.DataFrame, x: str = "dropout", y: str = "fid", nfe_col: s
     _require(df, x, y)
     fig, (ax,) = _new_figure()
     _metric_vs(ax, df, x, y, nfe_col)
-    ax.set(xlabel=xlabel or x, ylabel=ylabel or y)
+    ax.set(xlabel=xlabel or axis_label(x), ylabel=ylabel or axis_label(y))
     ax.legend(loc="best")
     return fig
 
@@ -275,7 +315,7 @@ def fig_training_curve(df: pd.DataFrame, x: str = "step", y: str = "fid", nfe_co
     _require(df, x, y)
     fig, (ax,) = _new_figure()
     _metric_vs(ax, df, x, y, nfe_col)
-    ax.set(xlabel=xlabel or x, ylabel=ylabel or y, yscale="log" if logy else "linear")
+    ax.set(xlabel=xlabel or axis_label(x), ylabel=ylabel or axis_label(y), yscale="log" if logy else "linear")
     _plain_log_ticks(ax)
     ax.legend(loc="best")
     return fig

@@ -63,3 +63,20 @@ def trend_vs_spread(summary: pd.DataFrame, x: str, y: str, by: str = "nfe") -> p
                      "spread_largest": spreads[1], "seeds_largest": int(hi["n"]),
                      "exceeds": abs(trend) > max(spreads) and min(lo["n"], hi["n"]) > 1})
     return pd.DataFrame(rows)
+
+
+FIT_POINTS = {"means": "per-budget means over training seeds", "seeds": "every seed's run as its own point"}
+
+
+def fit_points(df: pd.DataFrame, x: str, y: str, points: str = "means") -> pd.DataFrame:
+    """The points a fit of `y` against `x` uses: `means` pools runs that share `x` (training seeds) into
+    their mean, so every budget weighs the same (`seed_summary` columns); `seeds` keeps every run.
+    Column `n` counts the runs behind each point."""
+    if points not in FIT_POINTS:
+        raise ValueError(f"points {points!r}: expected one of {', '.join(FIT_POINTS)}")
+    if points == "means":
+        return seed_summary(df, x, y, by=())
+    missing = [c for c in (x, y) if c not in df.columns]
+    if missing:
+        raise KeyError(f"missing column(s) {missing}; available: {list(df.columns)}")
+    return df.dropna(subset=[x, y]).assign(n=1).reset_index(drop=True)

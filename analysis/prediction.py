@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-from scipy import optimize, stats
+
+from .powerlaw import t_quantile
 
 _GRID = 2001
 _MAX_LOG = 700.0
@@ -47,7 +48,7 @@ def predict(fit: PredictiveFit, c: float | np.ndarray, ci: float = 0.95
         raise ValueError("budget c must be positive")
     value = fit.mean(ca)
     se = fit.log_prediction_se(ca)
-    tq = stats.t.ppf(0.5 * (1 + ci), fit.dof) if fit.dof > 0 else np.nan
+    tq = t_quantile(ci, fit.dof) if fit.dof > 0 else np.nan
     with np.errstate(invalid="ignore"):
         lo, hi = value * np.exp(-tq * se), value * np.exp(tq * se)
     return _as_output(value), _as_output(lo), _as_output(hi)
@@ -69,6 +70,8 @@ def _edge(fit: PredictiveFit, lc0: float, direction: float, span: float, log_tar
     if out.size == 0:
         return direction * np.inf
     i = out[0]
+    from scipy import optimize  # here, not at import: `import analysis` stays light
+
     return optimize.brentq(lambda v: float(_outside(fit, np.array(v), log_target, ci)), grid[i - 1], grid[i])
 
 

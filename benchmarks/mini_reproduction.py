@@ -8,7 +8,7 @@ the paper's three claims at toy scale with the numbers that decide them:
       than 2-step sampling of the untuned model;
   (b) 2-step better than 1-step in every run;
   (c) the compute trend exceeds the spread of the training seeds at the smallest and largest budgets,
-      and the fitted exponents' bootstrap intervals exclude 0.
+      and the fitted exponents' 95 % t-intervals exclude 0.
 
     python benchmarks/mini_reproduction.py [--preset studies/presets/mini/compute_scaling.yaml] [--out DIR]
 """
@@ -84,8 +84,9 @@ def main() -> None:
             print(f"fit NFE {fit['nfe']} {fit['form']}: {fit['error']}")
             continue
         ci = fit.get("alpha_ci") or [float("nan")] * 2
-        extra = f" E={fit['E']:.3g}" if fit.get("E") is not None else f" r={fit['r']:.3f}"
-        print(f"fit NFE {fit['nfe']} {fit['form']}: alpha={fit['alpha']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]{extra}")
+        extra = f" {fit['floor']}" if "floor" in fit else f" r={fit['r']:.3f}"
+        print(f"fit NFE {fit['nfe']} {fit['form']}: alpha={fit['alpha']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]{extra} "
+              f"({fit['note']})")
 
     a, b = rep["headline"]["within_10pct"], rep["headline"]["two_step_beats_one_step"]
     if a["best"] is None:
@@ -103,7 +104,7 @@ def main() -> None:
         print(f"(c) NFE {row['nfe']}: trend {row['trend']:+.2f} vs seed spread {row['spread_smallest']:.2f} "
               f"({row['seeds_smallest']} seeds, smallest budget) / {row['spread_largest']:.2f} "
               f"({row['seeds_largest']} seeds, largest): {'exceeds' if row['exceeds'] else 'does NOT exceed'}")
-    print(f"(c) every fitted alpha's bootstrap interval excludes 0: {excl}")
+    print(f"(c) every fitted alpha's 95 % t-interval excludes 0: {excl}")
     print(f"report and figures: {report_dir}")
 
 

@@ -29,7 +29,7 @@ from studies.spec import StudySpec
 from .cli_analysis import figure_makers, fit_study, pareto_study
 from .cli_runs import select_runs
 from .cli_study import study_rows
-from .common import RUNTIME_ERRORS, USAGE_ERRORS, open_store
+from .common import error_code, error_message, open_store
 from .store import Store
 from .study_frames import study_frame
 
@@ -44,8 +44,10 @@ class ApiError(Exception):
 def _errors() -> Iterator[None]:
     try:
         yield
-    except (*USAGE_ERRORS, *RUNTIME_ERRORS) as e:
-        raise ApiError(str(e)) from None
+    except Exception as e:
+        if error_code(e) is None:
+            raise
+        raise ApiError(error_message(e)) from None
 
 
 def _store(db: Db) -> Store:
@@ -95,11 +97,11 @@ def metrics(db: Db, run_id: str) -> pd.DataFrame:
 
 
 def fit(db: Db, study: str, x: str = "train_compute", y: str = "fd", nfe: int = 2, sampler: str = "consistency",
-        form: str = "loglinear", bootstrap: int = 1000) -> dict:
-    """`ect analyze fit --json` as a dict: study, x, y, nfe, sampler, form, points, fit (K, alpha, intervals, r,
-    p_value, ...) and notes on the runs left out."""
+        form: str = "loglinear", points: str = "means") -> dict:
+    """`ect analyze fit --json` as a dict: study, x, y, nfe, sampler, form, points (per-budget "means" or per-seed
+    "seeds"), data, fit (K, alpha, intervals, r, p_value, ...) and notes on the runs left out."""
     with _errors():
-        return fit_study(_store(db), study, x, y, nfe, sampler, form, bootstrap)
+        return fit_study(_store(db), study, x, y, nfe, sampler, form, points)
 
 
 def pareto(db: Db, study: str, cost: str = "train_compute", y: str = "fd", nfe: int | None = None) -> pd.DataFrame:

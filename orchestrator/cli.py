@@ -4,36 +4,45 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, get_args
+from typing import TYPE_CHECKING, Optional, get_args
 
-import torch
 import typer
 from rich.table import Table
 
-from trainer.checkpoint import CheckpointError
 from pydantic import ValidationError
 
-from trainer.config import ConfigError, FDMetric, batch_error, PointMetric, format_validation_error, load_config, valid_device
-from trainer.data import load_dataset
-from trainer.evaluation import Evaluator
-from trainer.reporter import NullReporter
-from trainer.checkpoint import save_state_dict
-from trainer.importer import ARCHS, import_weights
-from trainer.loop import load_model, meta_model, resolve_device, train
-from trainer.precond import Precond
-from trainer.sampling import consistency_sample, heun_sample, nfe_of
+from trainer.config import ConfigError, FDMetric, PointMetric, batch_error, format_validation_error, load_config, valid_device
 
 from . import cli_analysis, cli_db, cli_runs, cli_study, cli_toy
 from .common import RUNTIME, clean_errors, err, out
-from .console import ProgressReporter
-from .images import save_image_grid, save_scatter
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and the trainer's modules that need it are imported inside the commands that use them, so that
+# `ect --help` and the store commands start in well under a second.
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        out.print(f"ect {metadata.version('ect-scaling')}", highlight=False)
+        raise typer.Exit()
+
 
 app = typer.Typer(
     help="Scaling-law studies of consistency models trained with Easy Consistency Tuning (ECT).",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """Scaling-law studies of consistency models trained with Easy Consistency Tuning (ECT)."""
+
 app.add_typer(cli_study.app, name="study")
 app.add_typer(cli_runs.app, name="runs")
 app.add_typer(cli_analysis.analyze_app, name="analyze")
@@ -43,12 +52,16 @@ app.add_typer(cli_db.app, name="db")
 @app.command("train")
 def train_cmd(
     config: Path = typer.Argument(..., help="TrainConfig YAML file (see configs/)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory for the checkpoint [default: runs/CONFIG-NAME]."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", show_default="runs/CONFIG-NAME", help="Run directory for the checkpoint."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from OUT/checkpoint.pt if present, or start over."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     workers: int = typer.Option(1, "--workers", help="Data-parallel ranks (more than 1: DDP under Ray Train on a local Ray; the config's batch_size is the global batch)."),
 ) -> None:
     """Train one ECT (or diffusion pretraining) run with a progress bar; resumes from its checkpoint."""
+    from trainer.loop import train
+
+    from .console import ProgressReporter
+
     out_dir = out_dir or Path("runs") / config.stem
     keys = ("status", "step", "images_seen", "train_flops", "normalized_compute", "flops_per_sample", "num_params",
             "final_loss", "checkpoint", "message")
@@ -83,15 +96,23 @@ def train_cmd(
         raise typer.Exit(RUNTIME)
 
 
+IMPORT_ARCHS = ("ddpmpp", "ddpmpp-cond", "edm2-s", "edm2-m", "edm2-l", "edm2-xl")  # trainer.importer.ARCHS (a test checks)
+
+
 @app.command("import-weights")
 def import_weights_cmd(
     src: Path = typer.Argument(..., help="EDM/EDM2 weights: a state-dict file, or NVIDIA's .pkl snapshot (needs --trust-pickle)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help=f"Target network: {', '.join(ARCHS)}."),
+    arch: Optional[str] = typer.Option(None, "--arch", help=f"Target network: {', '.join(IMPORT_ARCHS)}."),
     config: Optional[Path] = typer.Option(None, "--config", help="Or: the network of this TrainConfig YAML."),
     out_path: Path = typer.Option(..., "--out", "-o", help="Output state dict (use it as `init:` in a config)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow reading a .pkl snapshot (pickles can run code; the embedded source is never executed, only tensors are read)."),
 ) -> None:
     """Convert published EDM / EDM2 weights into a weights-only state dict for `init:`, reporting key mismatches."""
+    from trainer.checkpoint import CheckpointError, save_state_dict
+    from trainer.importer import ARCHS, import_weights
+    from trainer.loop import meta_model
+    from trainer.precond import Precond
+
     with clean_errors():
         if (arch is None) == (config is None):
             raise ConfigError("import-weights: give exactly one of --arch or --config")
@@ -113,8 +134,10 @@ def import_weights_cmd(
 METRICS = [*get_args(FDMetric), *get_args(PointMetric)]
 
 
-def cli_device(name: str) -> torch.device:
+def cli_device(name: str) -> "torch.device":
     """--device: auto, cpu, cuda or cuda:N (a usage error otherwise)."""
+    from trainer.loop import resolve_device
+
     if not valid_device(name):
         raise ConfigError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
     return resolve_device(name)
@@ -123,10 +146,10 @@ def cli_device(name: str) -> torch.device:
 @app.command("eval")
 def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="An ECT checkpoint."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="fd_digits, fd_inception, fd_dinov2, fd_dinov2_vitb14, swd or energy [default: the run's eval.metric]."),
+    metric: Optional[str] = typer.Option(None, "--metric", show_default="the run's eval.metric", help="fd_digits, fd_inception, fd_dinov2, fd_dinov2_vitb14, swd or energy."),
     steps: str = typer.Option("1,2", "--steps", help="Comma-separated consistency sampling steps (NFE)."),
     heun: bool = typer.Option(False, "--heun", help="Also evaluate EDM's Heun sampler (35 NFE)."),
-    samples: Optional[int] = typer.Option(None, "--samples", min=2, help="Samples per evaluation [default: the run's eval.num_samples]."),
+    samples: Optional[int] = typer.Option(None, "--samples", min=2, show_default="the run's eval.num_samples", help="Samples per evaluation."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Extractor weights file (fd_inception, fd_dinov2)."),
     ema: Optional[str] = typer.Option(None, "--ema", help="Which EMA of the checkpoint (default: the first)."),
@@ -134,6 +157,11 @@ def eval_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Evaluate a checkpoint's EMA at the given NFEs; prints a table or JSON."""
+    from trainer.data import load_dataset
+    from trainer.evaluation import Evaluator
+    from trainer.loop import load_model
+    from trainer.reporter import NullReporter
+
     with clean_errors():
         try:
             nfes = [int(x) for x in steps.split(",") if x.strip()]
@@ -184,6 +212,13 @@ def sample_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Draw samples from a checkpoint's EMA and write an image grid or a scatter plot."""
+    import torch
+
+    from trainer.loop import load_model
+    from trainer.sampling import consistency_sample, heun_sample, nfe_of
+
+    from .images import save_image_grid, save_scatter
+
     with clean_errors():
         if out_path.suffix.lower() not in (".png", ".pdf"):
             raise ConfigError(f"--out {out_path}: expected a .png or .pdf file")

@@ -2,54 +2,84 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import pandas as pd
 import typer
 import yaml
-from matplotlib.figure import Figure
 from rich.table import Table
 
-import analysis
 from studies.spec import StudySpec
 
+from .cli_options import POINTS_OPTION, FitForm, FitPoints, Sampler, points_note, print_csv, print_json
 from trainer.config import ConfigError
 
 from .common import DB_OPTION, clean_errors, err, open_store, out
-from .store import Store
-from .sample_grids import budget_panels, is_image_study
-from .study_frames import fit_rows, resolve_column, study_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .store import Store
+
+# analysis (matplotlib, scipy), pandas and the study frames are imported inside the commands.
 
 analyze_app = typer.Typer(help="Fit power laws and find Pareto frontiers in a study's results.", no_args_is_help=True)
 figures_app = typer.Typer(help="Regenerate the paper's figures and tables.", no_args_is_help=True)
 
 STUDY = typer.Option(..., "--study", help="Study name (as stored).")
 NFE = typer.Option(2, "--nfe", help="Network evaluations per sample (1, 2, ...; 35 with --sampler heun).")
-SAMPLER = typer.Option("consistency", "--sampler", help="consistency or heun.")
+SAMPLER = typer.Option(Sampler.consistency, "--sampler", help="Consistency sampling or EDM's Heun sampler.")
 
 
-def _fit(rows: pd.DataFrame, x: str, y: str, form: str, bootstrap: int) -> dict:
-    if form == "loglinear":
-        return analysis.fit_power_law(rows[x], rows[y], bootstrap=bootstrap, x_name=x, y_name=y).to_dict()
-    return analysis.fit_saturating(rows[x], rows[y], bootstrap=bootstrap, x_name=x, y_name=y).to_dict()
+def fit_one(rows: "pd.DataFrame", x: str, y: str, form: str, points: str) -> dict[str, Any]:
+    """The fit of `y` against `x` on `points` ("means" or "seeds") of `rows`, as a dict that says which
+    points it used and how many runs were behind them."""
+    import analysis
+
+    used = analysis.fit_points(rows, x, y, points)
+    fitter = analysis.fit_power_law if form == FitForm.loglinear.value else analysis.fit_saturating
+    fit = fitter(used[x], used[y], x_name=x, y_name=y)
+    n_runs = int(used["n"].sum())
+    return {"points": points, "runs": n_runs, "note": points_note(points, fit.n, n_runs), **fit.to_dict()}
 
 
-def fit_study(store: Store, study: str, x: str = "train_compute", y: str = "fd", nfe: int = 2,
-              sampler: str = "consistency", form: str = "loglinear", bootstrap: int = 1000) -> dict:
-    """`ect analyze fit` as data: the fit, its points and notes on the runs left out."""
-    if form not in ("loglinear", "saturating"):
-        raise ConfigError(f"--form {form!r}: expected loglinear or saturating")
-    if sampler not in ("consistency", "heun"):
-        raise ConfigError(f"--sampler {sampler!r}: expected consistency or heun")
+def fit_study(store: "Store", study: str, x: str = "train_compute", y: str = "fd", nfe: int = 2,
+              sampler: str = Sampler.consistency.value, form: str = FitForm.loglinear.value,
+              points: str = FitPoints.means.value) -> dict[str, Any]:
+    """`ect analyze fit` as data: the fit, the points it used, and notes on the runs left out."""
+    from .study_frames import fit_rows, resolve_column, study_frame
+
+    form, sampler, points = (_choice(FitForm, form, "--form"), _choice(Sampler, sampler, "--sampler"),
+                             _choice(FitPoints, points, "--points"))
     store.study(study)
     df = study_frame(store, study)
     rows, notes = fit_rows(df, nfe, sampler)
     xc, yc = resolve_column(df, x), resolve_column(df, y)
-    return {"study": study, "x": xc, "y": yc, "nfe": nfe, "sampler": sampler, "form": form,
-            "points": rows[[xc, yc, "label"]].to_dict(orient="records"), "fit": _fit(rows, xc, yc, form, bootstrap),
+    return {"study": study, "x": xc, "y": yc, "nfe": nfe, "sampler": sampler, "form": form, "points": points,
+            "data": rows[[xc, yc, "label"]].to_dict(orient="records"), "fit": fit_one(rows, xc, yc, form, points),
             "notes": notes}
+
+
+def _choice(enum: type, value: str, option: str) -> str:
+    """A choice given as text (the notebook API) checked against the CLI's Enum: one line naming the option."""
+    allowed = [e.value for e in enum]
+    if value not in allowed:
+        raise ConfigError(f"{option} {value!r}: expected {' or '.join(allowed)}")
+    return value
+
+
+def pareto_study(store: "Store", study: str, cost: str = "train_compute", y: str = "fd",
+                 nfe: int | None = None) -> tuple["pd.DataFrame", list[str]]:
+    """`ect analyze pareto` as data: (label, nfe, cost, metric of the non-dominated runs; notes)."""
+    import analysis
+
+    from .study_frames import fit_rows, resolve_column, study_frame
+
+    store.study(study)
+    rows, notes = fit_rows(study_frame(store, study), nfe)
+    rows = analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops")
+    cc, yc = resolve_column(rows, cost), resolve_column(rows, y)
+    return analysis.pareto_frontier(rows, cc, yc)[["label", "nfe", cc, yc]], notes
 
 
 @analyze_app.command("fit")
@@ -58,34 +88,26 @@ def fit_cmd(
     x: str = typer.Option("train_compute", "--x", help="Cost column: train_compute (FLOPs), compute (x 12.8 M images), params, gflops, or a config key."),
     y: str = typer.Option("fd", "--y", help="Metric column (fd = the study's Fréchet distance, or e.g. fd_digits, swd)."),
     nfe: int = NFE,
-    sampler: str = SAMPLER,
-    form: str = typer.Option("loglinear", "--form", help="loglinear: FD = K C^alpha; saturating: FD = E + K C^alpha."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the intervals."),
+    sampler: Sampler = SAMPLER,
+    form: FitForm = typer.Option(FitForm.loglinear, "--form", help="loglinear: FD = K C^alpha; saturating: FD = E + K C^alpha, with a test of the floor E against 0."),
+    points: FitPoints = POINTS_OPTION,
     db: Optional[str] = DB_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Fit a power law of a metric against a cost over a study's completed runs (diverged runs are left out, and said so)."""
     with clean_errors():
-        payload = fit_study(open_store(db, create=False, readonly=True), study, x, y, nfe, sampler, form, bootstrap)
+        payload = fit_study(open_store(db, create=False, readonly=True), study, x, y, nfe, sampler.value, form.value,
+                            points.value)
     for note in payload["notes"]:
         err.print(f"note: {note}")
+    result, xc, yc = payload["fit"], payload["x"], payload["y"]
     if json_out:
-        out.print_json(json.dumps(payload, default=float))
+        print_json(payload)
         return
-    table = Table(title=f"{study}: {payload['y']} vs {payload['x']} at NFE {nfe} ({form})", show_header=False)
-    for k, v in payload["fit"].items():
+    table = Table(title=f"{study}: {yc} vs {xc} at NFE {nfe} ({form.value}; {result['note']})", show_header=False)
+    for k, v in result.items():
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     out.print(table)
-
-
-def pareto_study(store: Store, study: str, cost: str = "train_compute", y: str = "fd",
-                 nfe: int | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """`ect analyze pareto` as data: the frontier (label, nfe, cost, metric) and notes on the runs left out."""
-    store.study(study)
-    rows, notes = fit_rows(study_frame(store, study), nfe)
-    rows = analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops")
-    cc, yc = resolve_column(rows, cost), resolve_column(rows, y)
-    return analysis.pareto_frontier(rows, cc, yc)[["label", "nfe", cc, yc]], notes
 
 
 @analyze_app.command("pareto")
@@ -93,21 +115,23 @@ def pareto_cmd(
     study: str = STUDY,
     cost: str = typer.Option("train_compute", "--cost", help="Cost column (train_compute, compute, params, gflops, inference_cost = NFE x model GFLOPs, ...)."),
     y: str = typer.Option("fd", "--y", help="Metric column (lower is better)."),
-    nfe: Optional[int] = typer.Option(None, "--nfe", help="Only this NFE [default: all NFEs together]."),
+    nfe: Optional[int] = typer.Option(None, "--nfe", show_default="all NFEs together", help="Only this NFE."),
     db: Optional[str] = DB_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     csv_out: bool = typer.Option(False, "--csv", help="Print CSV."),
 ) -> None:
     """The non-dominated runs of a study: no other run is both cheaper and better."""
     with clean_errors():
+        if json_out and csv_out:
+            raise ConfigError("--json and --csv: choose one output format")
         front, notes = pareto_study(open_store(db, create=False, readonly=True), study, cost, y, nfe)
     for note in notes:
         err.print(f"note: {note}")
     cc, yc = front.columns[2], front.columns[3]
     if json_out:
-        out.print_json(front.to_json(orient="records"))
+        print_json(front.to_dict(orient="records"))
     elif csv_out:
-        out.print(front.to_csv(index=False), end="")
+        print_csv(front.to_csv(index=False))
     else:
         table = Table(title=f"{study}: Pareto frontier of {yc} vs {cc}")
         for c in front.columns:
@@ -117,55 +141,105 @@ def pareto_cmd(
         out.print(table)
 
 
-def _metric(df: pd.DataFrame) -> str | None:
-    """The study's metric column: its Fréchet distance, else swd or energy."""
-    return next((c for c in ("fd", "swd", "energy") if c in df.columns), None)
+def _save(fig, out_dir: Path, name: str, written: list[Path]) -> None:
+    import analysis
 
-
-def _save(fig: Figure, out_dir: Path, name: str, written: list[Path]) -> None:
     written.extend(analysis.save_figure(fig, out_dir / name))
 
 
-def figure_makers(df: pd.DataFrame, spec: StudySpec,
-                  references: dict[str, float] | None = None) -> dict[str, Callable[[], Figure | None]]:
-    """Every figure the study's kind supports, by name, each drawn only when called (None: nothing to draw);
-    `references` (name -> metric value: baselines, the metric's floor) go on the compute-scaling figure."""
+def metric_label(df: "pd.DataFrame", metric: str) -> str:
+    """Axis text of a study's metric: 'FD (fd_digits, 2000 samples)', 'SWD (1000 samples)'."""
+    name = metric
+    if metric == "fd":
+        name = next((str(c) for c in df.columns if str(c).startswith("fd_")), metric)
+    samples = df["eval.num_samples"].dropna().unique() if "eval.num_samples" in df.columns else []
+    detail = [name] if name != metric else []
+    if len(samples) == 1:
+        detail.append(f"{int(samples[0])} samples")
+    head = "FD" if metric.startswith("fd") else metric.upper()
+    return f"{head} ({', '.join(detail)})" if detail else head
+
+
+def pretrain_in_tuning_units(df: "pd.DataFrame", rows: "pd.DataFrame", x: str = "normalized_compute") -> float | None:
+    """The pretraining run's training FLOPs expressed in `x` units of the tuning runs (None without one)."""
+    pre = df[(df["role"] == "pretrain") & (df["status"] == "completed")].drop_duplicates("run_id")
+    tune = rows.dropna(subset=[x, "train_flops"])
+    tune = tune[tune["train_flops"] > 0]
+    if pre.empty or tune.empty:
+        return None
+    return float(pre["train_flops"].iloc[0] * (tune[x] / tune["train_flops"]).median())
+
+
+def _paper_fits(metric_col: str) -> "pd.DataFrame | None":
+    """Fig. 4's published fits when the study measured the paper's metric (FD_DINOv2), else None."""
+    import analysis
+
+    fits = analysis.load_reference("fig4_fits")
+    return fits if metric_col in set(fits["metric"]) else None
+
+
+def _paper_model_sizes(metric_col: str) -> "pd.DataFrame | None":
+    """Table 7's ImageNet 64 FIDs (long form) when the study measured FID, else None."""
+    import analysis
+
+    if metric_col != "fd_inception":
+        return None
+    t7 = analysis.load_reference("table7")
+    long = analysis.nfe_long(t7[t7["dataset"].str.startswith("ImageNet")], {"fid_1step": 1, "fid_2step": 2}, "fid")
+    return long.rename(columns={"fid": "fd"})
+
+
+def figure_makers(df: "pd.DataFrame", spec: StudySpec, references: dict[str, float] | None = None,
+                  points: str = FitPoints.means.value) -> dict[str, Callable[[], Any]]:
+    """Every figure the study's kind supports, by name, each drawn only when called (None: nothing to draw).
+    `references` (name -> metric value: baselines, the metric's floor) go on the compute-scaling figure, and
+    the paper's published numbers are overlaid where the study measured the paper's metric."""
+    import analysis
+
+    from .sample_grids import budget_panels, is_image_study
+    from .study_frames import fit_rows
+
     rows, _ = fit_rows(df, None)
-    metric = _metric(df)
+    metric = "fd" if "fd" in df.columns else next((c for c in ("swd", "energy") if c in df.columns), None)
     if metric is None or rows.empty:
         raise ValueError(f"study {spec.name!r} has no completed evaluations to draw")
+    label = metric_label(df, metric)
+    metric_col = next((str(c) for c in df.columns if str(c).startswith("fd_")), metric) if metric == "fd" else metric
     ect = spec.base.ect
-    makers: dict[str, Callable[[], Figure | None]] = {
+    makers: dict[str, Callable[[], Any]] = {
         "mapping_schedule": lambda: analysis.fig_mapping_schedule(ect.q, ect.stages, ect.k, ect.b)}
     if spec.kind == "compute_scaling":
         makers["compute_scaling"] = lambda: analysis.fig_compute_scaling(
-            rows, x="normalized_compute", y=metric, saturating=True, references=references,
-            xlabel="tuning compute (multiples of 12.8 M images)")
-        makers["pareto_train_compute"] = lambda: analysis.fig_pareto(rows, "train_flops", metric, hue="nfe")
+            rows, x="normalized_compute", y=metric, saturating=True, references=references, ylabel=label,
+            points=points, pretrain_compute=pretrain_in_tuning_units(df, rows), paper_fits=_paper_fits(metric_col))
+        makers["pareto_train_compute"] = lambda: analysis.fig_pareto(rows, "train_flops", metric, hue="nfe",
+                                                                     ylabel=label)
         makers["metric_vs_iterations"] = lambda: analysis.fig_training_curve(
-            rows, x="schedule.iterations", y=metric, logy=True)
+            rows, x="schedule.iterations", y=metric, logy=True, ylabel=label)
         if is_image_study(df):
-            makers["samples_per_budget"] = lambda: _panels_figure(df)
+            makers["samples_per_budget"] = lambda: (analysis.fig_image_panels(panels)
+                                                    if (panels := budget_panels(df)) else None)
     if spec.kind == "model_size":
         makers["model_size"] = lambda: analysis.fig_model_size(
-            rows.assign(mparams=rows["num_params"] / 1e6), metric=metric, gflops="model_gflops", params="mparams")
+            rows.assign(mparams=rows["num_params"] / 1e6), metric=metric, gflops="model_gflops", params="mparams",
+            ylabel=label, paper=_paper_model_sizes(metric_col))
         makers["pareto_inference"] = lambda: analysis.fig_pareto(
-            analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops"), "inference_cost", metric, hue="nfe")
+            analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops"), "inference_cost", metric, hue="nfe",
+            ylabel=label)
     if "network.dropout" in (spec.grid or {}):
-        makers["dropout"] = lambda: analysis.fig_dropout(rows, x="network.dropout", y=metric)
+        makers["dropout"] = lambda: analysis.fig_dropout(rows, x="network.dropout", y=metric, ylabel=label)
     return makers
 
 
-def _panels_figure(df: pd.DataFrame) -> Figure | None:
-    panels = budget_panels(df)
-    return analysis.fig_image_panels(panels) if panels else None
+def regenerate(df: "pd.DataFrame", spec: StudySpec, out_dir: Path,
+               references: dict[str, float] | None = None, points: str = FitPoints.means.value) -> list[Path]:
+    """Every figure (`figure_makers`) and table the study's kind supports, written under `out_dir`."""
+    import analysis
 
+    from .study_frames import fit_rows
 
-def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path,
-               references: dict[str, float] | None = None) -> list[Path]:
-    """Every figure and table the study's kind supports (`figure_makers`, the ablation table), written under `out_dir`."""
     written: list[Path] = []
-    makers = figure_makers(df, spec, references)
+    makers = figure_makers(df, spec, references, points)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, make in makers.items():
         fig = make()
@@ -173,8 +247,9 @@ def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path,
             _save(fig, out_dir, name, written)
     if spec.kind == "ablation":
         rows, _ = fit_rows(df, None)
+        metric = "fd" if "fd" in df.columns else next(c for c in ("swd", "energy") if c in df.columns)
         table = analysis.ablation_table(rows.assign(row=rows["label"] + " · NFE " + rows["nfe"].astype(str)),
-                                        "row", [_metric(df)])
+                                        "row", [metric])
         for suffix, text in (("md", analysis.to_markdown(table)), ("tex", analysis.to_latex(table)),
                              ("csv", analysis.to_csv(table))):
             path = out_dir / f"ablation.{suffix}"
@@ -187,13 +262,16 @@ def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path,
 def regenerate_cmd(
     study: str = STUDY,
     out_dir: Path = typer.Option(Path("figures"), "--out", help="Output directory (PNG and PDF per figure)."),
+    points: FitPoints = POINTS_OPTION,
     db: Optional[str] = DB_OPTION,
 ) -> None:
     """Draw every figure (and table) that a study's kind supports from its stored results."""
+    from .study_frames import study_frame
+
     with clean_errors():
         store = open_store(db, create=False, readonly=True)
         spec = StudySpec.model_validate(yaml.safe_load(store.study(study).spec_yaml))
-        written = regenerate(study_frame(store, study), spec, out_dir)
+        written = regenerate(study_frame(store, study), spec, out_dir, points=points.value)
     for path in written:
         out.print(f"wrote {path}")
 
@@ -202,6 +280,8 @@ def regenerate_cmd(
 def paper_cmd(out_dir: Path = typer.Option(Path("figures/paper"), "--out", help="Output directory.")) -> None:
     """The figures that the paper's published numbers alone determine: Fig. 4 (right) from Table 7,
     Fig. 5 for the CIFAR-10 and ImageNet 64 schedules, and Tables 2-4 as Markdown / LaTeX / CSV."""
+    import analysis
+
     with clean_errors():
         out_dir.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -11,9 +12,12 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from .cli_options import print_json
 from .common import DB_OPTION, clean_errors, open_store, out
 from .query import FilterError, condition, parse_where
 from .store import STATUSES, Run, Store, StudyRun
+
+Status = Enum("Status", {s: s for s in STATUSES}, type=str)  # the store's run statuses, as CLI choices
 
 app = typer.Typer(help="Query runs in the store.", no_args_is_help=True)
 
@@ -60,7 +64,7 @@ def _one_format(json_out: bool, csv_out: bool) -> None:
 
 def _emit(df: pd.DataFrame, title: str, json_out: bool, csv_out: bool) -> None:
     if json_out:
-        out.print_json(df.to_json(orient="records"))
+        print_json(json.loads(df.to_json(orient="records")))
     elif csv_out:
         df.to_csv(sys.stdout, index=False)
     else:
@@ -78,15 +82,15 @@ def list_cmd(
     db: Optional[str] = DB_OPTION,
     where: list[str] = WHERE,
     study: Optional[str] = typer.Option(None, "--study", help="Only runs of this study."),
-    status: Optional[str] = typer.Option(None, "--status", help="pending, running, completed, failed, diverged or cancelled."),
-    sort: str = typer.Option("", "--sort", help="Sort by a column or config key; prefix '-' for descending."),
+    status: Optional[Status] = typer.Option(None, "--status", show_default="any", help="Only runs with this status."),
+    sort: str = typer.Option("", "--sort", show_default="store order", help="Sort by a column or config key; prefix '-' for descending."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     csv_out: bool = typer.Option(False, "--csv", help="Print CSV."),
 ) -> None:
     """List runs, filtered and sorted."""
     with clean_errors():
         _one_format(json_out, csv_out)
-        df = select_runs(open_store(db, create=False, readonly=True), where, study, status, sort)
+        df = select_runs(open_store(db, create=False, readonly=True), where, study, status.value if status else None, sort)
     _emit(df[[c for c in COLUMNS if c in df.columns]], f"{len(df)} runs", json_out, csv_out)
 
 
@@ -101,9 +105,8 @@ def show_cmd(run_id: str = typer.Argument(..., help="Run id (or a unique prefix 
         evals = evals[evals["run_id"] == run.run_id].drop(columns=["study", "label"]).drop_duplicates()
     record = {c.name: getattr(run, c.name) for c in Run.__table__.columns if c.name != "config_json"}
     if json_out:
-        out.print_json(json.dumps({**record, "config": json.loads(run.config_json),
-                                   "evaluations": json.loads(evals.to_json(orient="records"))},
-                                  default=lambda v: v.isoformat()))
+        print_json({**record, "config": json.loads(run.config_json),
+                    "evaluations": json.loads(evals.to_json(orient="records"))})
         return
     table = Table(title=f"run {run.run_id} ({run.label})", show_header=False)
     for k, v in record.items():

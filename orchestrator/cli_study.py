@@ -13,6 +13,7 @@ from studies.spec import StudySpec, expand, load_study
 from trainer.config import ConfigError
 
 from .console import LiveRuns
+from .cli_options import POINTS_OPTION, FitPoints, print_json
 from .common import DASHBOARD_OPTION, DB_OPTION, STORAGE_OPTION, TRACK_OPTION, clean_errors, err, existing_store, open_store, out
 from .store import FINISHED, Store, StoreError, redact
 from .study_runner import execute, plan, register
@@ -102,7 +103,7 @@ def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str]
 
 
 ADDRESS = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray on loopback).")
-CPUS = typer.Option(None, "--cpus", help="CPUs for the local Ray instance [default: all].")
+CPUS = typer.Option(None, "--cpus", show_default="all", help="CPUs for the local Ray instance.")
 
 
 @app.command("run")
@@ -168,19 +169,21 @@ def report_cmd(
     db: Optional[str] = DB_OPTION,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Also write the figures, fits (JSON) and tables here."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    points: FitPoints = POINTS_OPTION,
 ) -> None:
     """Summary of a study: runs with their evaluations, pretrained baselines, the metric's floor and the fitted laws."""
     with clean_errors():
-        report, payload, written = _report(open_store(db, create=False, readonly=True), name, out_dir)
+        report, payload, written = _report(open_store(db, create=False, readonly=True), name, out_dir, points.value)
     if json_out:
-        out.print_json(json.dumps(payload, default=float))
+        print_json(payload)
         return
     _print_report(name, report)
     for path in written:
         out.print(f"wrote {path}")
 
 
-def _report(store: Store, name: str, out_dir: Optional[Path]) -> tuple[Any, dict, list[Path]]:
+def _report(store: Store, name: str, out_dir: Optional[Path],
+            points: str = FitPoints.means.value) -> tuple[Any, dict, list[Path]]:
     """(report, its JSON payload, files written): with `out_dir`, the figures, report.json and runs.csv go there."""
     import yaml
 
@@ -189,11 +192,11 @@ def _report(store: Store, name: str, out_dir: Optional[Path]) -> tuple[Any, dict
     from .study_frames import study_frame
 
     spec = StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml))
-    report = build_report(store, spec)
+    report = build_report(store, spec, points)
     references = {"pretrained, Heun": report.baselines.get(f"{report.metric}@heun"), "real-data floor": report.floor}
-    written = regenerate(study_frame(store, name), spec, out_dir, references) if out_dir is not None else []
+    written = regenerate(study_frame(store, name), spec, out_dir, references, points) if out_dir is not None else []
     payload = {"study": name, "metric": report.metric, "floor": report.floor, "baselines": report.baselines,
-               "fits": report.fits, "seed_spread": report.spread, "headline": report.headline,
+               "fit_points": report.points, "fits": report.fits, "seed_spread": report.spread, "headline": report.headline,
                "runs": json.loads(report.runs.to_json(orient="records"))}
     if out_dir is not None:
         (out_dir / "report.json").write_text(json.dumps(payload, indent=2, default=float))
@@ -220,8 +223,10 @@ def _print_report(name: str, report) -> None:
         out.print(f"metric floor (real data vs reference, same sample count): {report.floor:.4g}")
     if report.baselines:
         out.print("pretrained baselines: " + ", ".join(f"{k} = {v:.4g}" for k, v in report.baselines.items()))
-    fits = Table(title="fits against normalised compute (x 12.8 M images)")
-    for c in ("nfe", "form", "K", "alpha", "alpha_ci", "E", "r", "p_value", "converged / error"):
+    from analysis import FIT_POINTS
+
+    fits = Table(title=f"fits against normalised compute (x 12.8 M images), on {FIT_POINTS[report.points]}")
+    for c in ("nfe", "form", "n", "K", "alpha", "alpha_ci", "E / floor", "r", "p_value", "converged / error"):
         fits.add_column(c)
     for f in report.fits:
         def fmt(v):
@@ -230,8 +235,8 @@ def _print_report(name: str, report) -> None:
             if isinstance(v, (list, tuple)):
                 return "[" + ", ".join(f"{x:.3g}" for x in v) + "]"
             return f"{v:.4g}" if isinstance(v, float) else str(v)
-        fits.add_row(str(f["nfe"]), f["form"], fmt(f.get("K")), fmt(f.get("alpha")), fmt(f.get("alpha_ci")),
-                     fmt(f.get("E")), fmt(f.get("r")), fmt(f.get("p_value")),
+        fits.add_row(str(f["nfe"]), f["form"], f.get("note", str(f.get("runs", ""))), fmt(f.get("K")),
+                     fmt(f.get("alpha")), fmt(f.get("alpha_ci")), f.get("floor", ""), fmt(f.get("r")), fmt(f.get("p_value")),
                      f.get("error") or str(f.get("converged", "")) + (f" ({f['reason']})" if f.get("reason") else ""))
     out.print(fits)
     best = report.headline.get("within_10pct", {})

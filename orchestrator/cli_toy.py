@@ -7,21 +7,21 @@ import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
-import torch
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from analysis.figures import fig_point_samples, save_figure, step_label
 from trainer.config import ConfigError, SwissRollData, error_message
-from trainer.data import load_dataset
-from trainer.flow_matching import FlowToyConfig, sample_flow, train_flow
-from trainer.metrics.points import energy_distance, sliced_wasserstein
 
 from .common import clean_errors, err, out
+
+if TYPE_CHECKING:  # torch, pandas, matplotlib and the trainer's torch modules load inside the functions
+    import pandas as pd
+    import torch
+
+    from trainer.flow_matching import FlowToyConfig
 
 app = typer.Typer(help="The paper's toy experiments (Appendix B).", no_args_is_help=True)
 
@@ -49,6 +49,8 @@ def parse_list(text: str, option: str, kind: type, minimum: float) -> list[Any]:
 
 def build_config(**fields: Any) -> FlowToyConfig:
     """A FlowToyConfig from CLI values; pydantic errors become one ConfigError line naming the options."""
+    from trainer.flow_matching import FlowToyConfig
+
     try:
         return FlowToyConfig(**fields)
     except ValidationError as e:
@@ -59,6 +61,8 @@ def build_config(**fields: Any) -> FlowToyConfig:
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with `n` torch CPU threads, restoring the previous count afterwards."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -70,6 +74,12 @@ def torch_threads(n: int) -> Iterator[None]:
 def run_flow_matching(base: FlowToyConfig, ps: list[float], steps: list[int], eval_samples: int
                       ) -> tuple[pd.DataFrame, pd.DataFrame, torch.Tensor, dict[float, float]]:
     """Train one flow per p, sample each with every step count; return (distances, points, held-out, seconds)."""
+    import pandas as pd
+
+    from trainer.data import load_dataset
+    from trainer.flow_matching import sample_flow, train_flow
+    from trainer.metrics.points import energy_distance, sliced_wasserstein
+
     heldout = load_dataset(SwissRollData(num_samples=eval_samples, noise=base.noise,
                                          seed=base.seed + HELDOUT_SEED_OFFSET)).x
     rows: list[dict[str, Any]] = []
@@ -92,7 +102,7 @@ def _table(dist: pd.DataFrame, ps: list[float], steps: list[int]) -> Table:
     table = Table(title="Flow matching, w(Δ) = 1/(‖Δ‖² + c²)^p: sliced W1 (energy distance) vs held-out data")
     table.add_column("p", justify="right")
     for n in steps:
-        table.add_column(step_label(n), justify="right")
+        table.add_column(f"{n}-step", justify="right")
     cells = dist.set_index(["p", "steps"])
     for p in ps:
         table.add_row(f"{p:g}", *(f"{cells.loc[(p, n), 'swd']:.4f} ({cells.loc[(p, n), 'energy']:.4f})"
@@ -130,6 +140,8 @@ def flow_matching_cmd(
                             batch_size=batch_size, lr=lr, eps=eps, seed=seed)
         with torch_threads(threads):
             dist, points, heldout, seconds = run_flow_matching(base, ps, steps, eval_samples)
+        from analysis.figures import fig_point_samples, save_figure
+
         fig = fig_point_samples(points, row="p", col="steps", reference=heldout.numpy(), scores=dist, score="swd")
         files = save_figure(fig, out_dir / FIGURE_NAME)
         files.append(out_dir / CSV_NAME)

@@ -2,45 +2,86 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
-from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
-from trainer.checkpoint import CheckpointError
 from trainer.config import ConfigError
-from trainer.data import DataError
-from trainer.metrics import MissingWeightsError
 
+from .cli_options import pipe_console
 from .query import FilterError
-from .store import NoStoreError, Store, StoreError, database_url
+from .store import DEFAULT_DB, NoStoreError, Store, StoreError, database_url, redact
 
-err = Console(stderr=True)
-out = Console()
+err = pipe_console(stderr=True)
+out = pipe_console()
 USAGE, RUNTIME = 2, 1
-# The project's expected errors: usage errors (exit 2) and runtime errors (exit 1); the notebook API raises both as ApiError.
-USAGE_ERRORS = (ConfigError, FilterError)
-RUNTIME_ERRORS = (DataError, CheckpointError, StoreError, MissingWeightsError, RuntimeError, ValueError)
 
-DB_OPTION = typer.Option(None, "--db", help="Store: an SQLAlchemy URL or an SQLite file path [default: $ECT_DB, else ./ect.db].")
-TRACK_OPTION = typer.Option(None, "--track", help="Mirror the study into MLflow: mlflow (then $MLFLOW_TRACKING_URI) or mlflow:URI [default: the study's tracking:].")
+DB_OPTION = typer.Option(None, "--db", envvar="ECT_DB", show_default=DEFAULT_DB,
+                         help="Store: an SQLAlchemy URL or an SQLite file path.")
+TRACK_OPTION = typer.Option(None, "--track", show_default="the study's tracking:",
+                            help="Mirror the study into MLflow: mlflow (then $MLFLOW_TRACKING_URI) or mlflow:URI.")
 DASHBOARD_OPTION = typer.Option(False, "--dashboard", help="Start the local Ray head with its dashboard, on 127.0.0.1 only.")
 STORAGE_OPTION = typer.Option(Path("ect-store"), "--storage", help="Root of run directories and checkpoints; on a multi-node cluster, a path every node sees.")
+
+# Runtime errors of modules that import torch: looked up only if their module is loaded (an exception
+# of a class can only exist once its module has been imported), so the CLI need not import torch.
+_RUNTIME_ERRORS = (("trainer.data", "DataError"), ("trainer.checkpoint", "CheckpointError"),
+                   ("trainer.metrics.extractors", "MissingWeightsError"))
+_database: list[str] = []  # the URL of the store opened last, for error messages
 
 
 def open_store(db: Optional[str], create: bool = True, readonly: bool = False) -> Store:
     """The store at --db; `readonly` for commands that write nothing (never created, migrated or changed)."""
-    return Store(database_url(db), create=create, readonly=readonly)
+    url = database_url(db)
+    _database[:] = [url]
+    return Store(url, create=create, readonly=readonly)
 
 
 def existing_store(db: Optional[str]) -> Store | None:
     """The store read-only, or None where there is none yet (no SQLite file, an empty database)."""
     try:
-        return Store(database_url(db), create=False, readonly=True)
+        return open_store(db, create=False, readonly=True)
     except NoStoreError:
         return None
+
+
+def _loaded_runtime_errors() -> tuple[type[BaseException], ...]:
+    found = (getattr(sys.modules.get(module), name, None) for module, name in _RUNTIME_ERRORS)
+    return tuple(cls for cls in found if isinstance(cls, type))
+
+
+def database_error(e: SQLAlchemyError) -> str:
+    """One line for a database error: the database (password masked) and the driver's first line."""
+    where = redact(_database[0]) if _database else "the store"
+    detail = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return f"database {where}: {type(e).__name__}: {detail[0] if detail else ''}"
+
+
+def error_code(e: BaseException) -> int | None:
+    """The exit code of one of the project's expected errors (usage 2, runtime 1); None for anything else.
+    The notebook API raises the same set as its ApiError. Click's Exit and Abort derive from RuntimeError but
+    are the CLI's own control flow, never an error to report."""
+    if isinstance(e, (typer.Exit, typer.Abort)):
+        return None
+    if isinstance(e, (ConfigError, FilterError)):
+        return USAGE
+    if isinstance(e, (SQLAlchemyError, StoreError, RuntimeError, ValueError, *_loaded_runtime_errors())):
+        return RUNTIME
+    return None
+
+
+def error_message(e: BaseException) -> str:
+    """The one line the CLI prints for an expected error."""
+    return database_error(e) if isinstance(e, SQLAlchemyError) else str(e)
+
+
+def _fail(message: object, code: int) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
 
 
 @contextmanager
@@ -48,9 +89,8 @@ def clean_errors() -> Iterator[None]:
     """Turn the project's expected errors into one line per problem on stderr and a non-zero exit code."""
     try:
         yield
-    except USAGE_ERRORS as e:
-        err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(USAGE)
-    except RUNTIME_ERRORS as e:
-        err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(RUNTIME)
+    except Exception as e:
+        code = error_code(e)
+        if code is None:
+            raise
+        raise _fail(error_message(e), code) from None

@@ -8,14 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import torch
 
 import analysis
 from studies.spec import StudySpec
-from trainer.data import load_dataset
-from trainer.evaluation import Evaluator
-from trainer.metrics import FD_METRICS, fd_to_reference
 
+from .cli_options import points_note
 from .study_frames import fit_rows, study_frame
 from .store import Store
 
@@ -29,6 +26,7 @@ class StudyReport:
     metric: str = "fd"
     spread: list[dict[str, Any]] = field(default_factory=list)  # compute trend vs training-seed spread per NFE
     headline: dict[str, Any] = field(default_factory=dict)  # ECT vs its pretraining (the paper's claim)
+    points: str = "means"  # what the fits' points are: per-budget means or every seed's run
 
 
 def _metric(df: pd.DataFrame) -> str:
@@ -50,6 +48,12 @@ def runs_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def metric_floor(spec: StudySpec) -> float | None:
     """The FD of real training images (eval.num_samples of them) against the full-set reference."""
+    import torch
+
+    from trainer.data import load_dataset
+    from trainer.evaluation import Evaluator
+    from trainer.metrics import FD_METRICS, fd_to_reference
+
     cfg = spec.base
     if cfg.eval.metric not in FD_METRICS:
         return None
@@ -60,27 +64,26 @@ def metric_floor(spec: StudySpec) -> float | None:
     return fd_to_reference(subset, evaluator.reference, evaluator.extractor)
 
 
-def fits(rows: pd.DataFrame, metric: str, x: str = "normalized_compute", bootstrap: int = 1000) -> list[dict[str, Any]]:
-    """Log-linear and saturating fits of the metric against compute, per NFE (where >= 3 budgets), on the
-    `fit_rows` of a study. Runs at the same compute (training seeds) are averaged first, so every budget
-    weighs the same."""
+def fits(rows: pd.DataFrame, metric: str, x: str = "normalized_compute", points: str = "means") -> list[dict[str, Any]]:
+    """Log-linear and saturating fits of the metric against compute, per NFE (where >= 3 points), on the
+    `fit_rows` of a study. `points` = "means" (default) fits the per-budget means over training seeds,
+    so every budget weighs the same; "seeds" fits every run. Each row says which and how many."""
     out = []
     for nfe, runs in rows.groupby("nfe"):
-        group = analysis.seed_summary(runs, x, metric, by=())
+        group = analysis.fit_points(runs, x, metric, points)
+        n_runs = int(group["n"].sum())
         for form in ("loglinear", "saturating"):
+            head = {"nfe": int(nfe), "form": form, "points": points, "runs": n_runs}
             try:
-                if form == "loglinear":
-                    fit = analysis.fit_power_law(group[x], group[metric], bootstrap=bootstrap, x_name=x, y_name=metric)
-                else:
-                    fit = analysis.fit_saturating(group[x], group[metric], bootstrap=min(bootstrap, 200),
-                                                  x_name=x, y_name=metric)
-                out.append({"nfe": int(nfe), "form": form, **fit.to_dict()})
+                fitter = analysis.fit_power_law if form == "loglinear" else analysis.fit_saturating
+                fit = fitter(group[x], group[metric], x_name=x, y_name=metric)
+                out.append({**head, "note": points_note(points, fit.n, n_runs), **fit.to_dict()})
             except ValueError as e:
-                out.append({"nfe": int(nfe), "form": form, "error": str(e)})
+                out.append({**head, "error": str(e)})
     return out
 
 
-def build_report(store: Store, spec: StudySpec) -> StudyReport:
+def build_report(store: Store, spec: StudySpec, points: str = "means") -> StudyReport:
     df = study_frame(store, spec.name)
     metric = _metric(df)
     table = runs_table(df, metric)
@@ -101,4 +104,5 @@ def build_report(store: Store, spec: StudySpec) -> StudyReport:
                         rows, float(pre.iloc[0]["train_flops"]), baselines[f"{metric}@heun"],
                         baselines[f"{metric}@2"], metric=metric),
                     "two_step_beats_one_step": analysis.fewer_steps_worse(rows, metric)}
-    return StudyReport(table, baselines, metric_floor(spec), fits(rows, metric), metric, spread, headline)
+    return StudyReport(table, baselines, metric_floor(spec), fits(rows, metric, points=points), metric, spread,
+                       headline, points)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pandas as pd
-import torch
 
-from trainer.config import TrainConfig
-from trainer.loop import load_model
-from trainer.precond import Precond
-from trainer.sampling import consistency_sample, heun_sample, nfe_of
+if TYPE_CHECKING:  # torch and the trainer's sampling code load when samples are drawn
+    import torch
 
-from .images import tile_images
+    from trainer.config import TrainConfig
+    from trainer.precond import Precond
 
 Panels = dict[tuple[str, str], np.ndarray]
 
@@ -22,6 +24,10 @@ Panels = dict[tuple[str, str], np.ndarray]
 def _samples(net: Precond, cfg: TrainConfig, shape: tuple[int, ...], steps: int | None, n: int,
              seed: int) -> tuple[torch.Tensor, int]:
     """n samples of a loaded model: `steps`-step consistency sampling, or Heun when steps is None."""
+    import torch
+
+    from trainer.sampling import consistency_sample, heun_sample, nfe_of
+
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(net.label_dim, (n,), generator=gen) if net.label_dim else None
     if steps is None:
@@ -40,13 +46,37 @@ def one_run_per_budget(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([pre, tune.drop_duplicates("images_seen")], ignore_index=True)
 
 
+def budget_label(run: Mapping[str, Any], smallest_images: float, pretrain_flops: float | None) -> str:
+    """Row text of a tuning run: '2^3 · 400 it · 17.8 % of pretraining' (budget relative to the smallest one,
+    tuning iterations, training compute as a share of the pretraining run's)."""
+    ratio = run["images_seen"] / smallest_images
+    power = math.log2(ratio)
+    parts = [f"2^{round(power)}" if abs(power - round(power)) < 1e-6 else f"{ratio:.3g}×"]
+    iterations = run.get("schedule.iterations")
+    if iterations is not None and iterations == iterations:
+        parts.append(f"{int(iterations)} it")
+    if pretrain_flops:
+        parts.append(f"{100 * run['train_flops'] / pretrain_flops:.1f} % of pretraining")
+    return " · ".join(parts)
+
+
 def budget_panels(frame: pd.DataFrame, steps: tuple[int, ...] = (1, 2), n: int = 32, seed: int = 0) -> Panels:
-    """Tiles of `n` samples per (run, sampler); the pretrained model also gets the Heun sampler."""
+    """Tiles of `n` samples per (run, sampler); the pretrained model also gets the Heun sampler. Rows of
+    tuning runs are labelled by `budget_label`."""
+    from trainer.loop import load_model
+
+    from .images import tile_images
+
     panels: Panels = {}
-    for run in one_run_per_budget(frame).itertuples():
-        model = load_model(Path(run.checkpoint))  # once per run, shared by its samplers
-        row = "pretrained (untuned)" if run.role == "pretrain" else str(run.label)
-        if run.role == "pretrain":
+    chosen = one_run_per_budget(frame)
+    tuning = chosen[chosen["role"] != "pretrain"]
+    smallest = float(tuning["images_seen"].min()) if len(tuning) else 1.0
+    pre = chosen.loc[chosen["role"] == "pretrain", "train_flops"]
+    pretrain_flops = float(pre.iloc[0]) if len(pre) else None
+    for run in chosen.to_dict(orient="records"):
+        model = load_model(Path(run["checkpoint"]))  # once per run, shared by its samplers
+        row = "pretrained (untuned)" if run["role"] == "pretrain" else budget_label(run, smallest, pretrain_flops)
+        if run["role"] == "pretrain":
             images, nfe = _samples(*model, None, n, seed)
             panels[(row, f"Heun, {nfe} NFE")] = tile_images(images, cols=8)
         for k in steps:

@@ -73,7 +73,7 @@ def test_analysis_imports_nothing_of_the_project():
 
 @pytest.mark.parametrize("K,alpha", [(263.0, -0.060), (164.0, -0.028), (3.0, 0.7)])
 def test_power_law_recovers_exact_parameters(K, alpha):
-    fit = fit_power_law(BUDGETS, K * BUDGETS**alpha, bootstrap=50)
+    fit = fit_power_law(BUDGETS, K * BUDGETS**alpha)
     assert fit.K == pytest.approx(K, rel=1e-10)
     assert fit.alpha == pytest.approx(alpha, abs=1e-12)
     assert fit.se_alpha == pytest.approx(0.0, abs=1e-9)
@@ -84,14 +84,18 @@ def test_power_law_recovers_exact_parameters(K, alpha):
 
 def test_power_law_standard_errors_match_ols():
     c, y = noisy_power_law(3)
-    fit = fit_power_law(c, y, bootstrap=0)
+    fit = fit_power_law(c, y)
     ols = stats.linregress(np.log(c), np.log(y))
     assert fit.alpha == pytest.approx(ols.slope)
     assert np.log(fit.K) == pytest.approx(ols.intercept)
     assert fit.se_alpha == pytest.approx(ols.stderr)
     assert fit.se_log_K == pytest.approx(ols.intercept_stderr)
     assert fit.se_K == pytest.approx(fit.K * fit.se_log_K)
-    assert fit.K_ci is None and fit.alpha_ci is None and fit.n_bootstrap == 0
+    half = stats.t.ppf(0.975, c.size - 2) * ols.stderr
+    assert fit.alpha_ci == pytest.approx((ols.slope - half, ols.slope + half))
+    k_half = stats.t.ppf(0.975, c.size - 2) * ols.intercept_stderr
+    assert fit.K_ci == pytest.approx((np.exp(ols.intercept - k_half), np.exp(ols.intercept + k_half)))
+    assert fit.interval.startswith("t interval")
     d = fit.to_dict()
     assert d["se_K"] == fit.se_K and d["alpha"] == fit.alpha and d["converged"] is True
 
@@ -99,28 +103,20 @@ def test_power_law_standard_errors_match_ols():
 def test_pearson_r_and_p_equal_scipy():
     c, y = noisy_power_law(7, n=6, sigma=0.02)
     expected = stats.pearsonr(np.log(c), np.log(y))
-    fit = fit_power_law(c, y, bootstrap=0)
+    fit = fit_power_law(c, y)
     r, p = pearson_loglog(c, y)
     assert r == pytest.approx(expected.statistic, rel=1e-12) and fit.r == pytest.approx(expected.statistic, rel=1e-12)
     assert p == pytest.approx(expected.pvalue, rel=1e-9) and fit.p_value == pytest.approx(expected.pvalue, rel=1e-9)
 
 
-def test_bootstrap_intervals_cover_true_alpha():
-    hits = 0
-    for seed in range(40):
-        c, y = noisy_power_law(seed)
-        lo, hi = fit_power_law(c, y, bootstrap=200, seed=seed).alpha_ci
-        hits += lo <= -0.3 <= hi
-    assert hits / 40 >= 0.8
-
-
-def test_bootstrap_is_reproducible_and_skips_degenerate_resamples():
-    c, y = noisy_power_law(1, n=3)
-    a, b = fit_power_law(c, y, bootstrap=300, seed=5), fit_power_law(c, y, bootstrap=300, seed=5)
-    assert a.alpha_ci == b.alpha_ci and a.K_ci == b.K_ci
-    # with 3 points, 3/27 of resamples repeat one point three times and are dropped
-    assert 200 < a.n_bootstrap < 300
-    assert a.alpha_ci[0] <= a.alpha <= a.alpha_ci[1]
+def test_t_intervals_cover_true_alpha_and_K():
+    """100 seeded sets of 6 points: a 95 % interval should miss about 5 times (binomial: 1-11 misses)."""
+    hits = np.zeros(2)
+    for seed in range(100):
+        c, y = noisy_power_law(seed, n=6)
+        fit = fit_power_law(c, y)
+        hits += [fit.alpha_ci[0] <= -0.3 <= fit.alpha_ci[1], fit.K_ci[0] <= 100.0 <= fit.K_ci[1]]
+    assert np.all((89 <= hits) & (hits <= 99)), hits
 
 
 def test_too_few_points_and_bad_data_raise_clear_errors():
@@ -149,20 +145,21 @@ def test_saturating_fit_recovers_floor():
     c = 2.0 ** np.arange(10)
     rng = np.random.default_rng(0)
     y = (50.0 + 300.0 * c**-0.7) * np.exp(rng.normal(0.0, 0.005, c.size))
-    fit = fit_saturating(c, y, bootstrap=40)
-    assert fit.converged and fit.reason == ""
+    fit = fit_saturating(c, y)
+    assert fit.converged and fit.reason == "" and fit.floor_identified
     assert fit.E == pytest.approx(50.0, rel=0.03)
     assert fit.K == pytest.approx(300.0, rel=0.03)
     assert fit.alpha == pytest.approx(-0.7, abs=0.03)
     assert fit.E_ci[0] <= fit.E <= fit.E_ci[1] and fit.alpha_ci[0] <= fit.alpha <= fit.alpha_ci[1]
-    assert fit.se_E > 0 and fit.n_bootstrap > 20
+    assert fit.se_E > 0 and fit.floor_p_value < 1e-6 and fit.aic < fit.aic_power_law
+    assert fit.floor_verdict.startswith(f"floor E = {fit.E:.3g} [") and fit.to_dict()["floor"] == fit.floor_verdict
 
 
 def test_saturating_fit_exact_data_and_huge_budgets():
     c = np.geomspace(1e15, 1e19, 8)
     y = 20.0 + 5e4 * c**-0.25
-    fit = fit_saturating(c, y, bootstrap=0)
-    assert fit.converged
+    fit = fit_saturating(c, y)
+    assert fit.converged and fit.floor_identified
     assert fit.E == pytest.approx(20.0, rel=1e-4)
     assert fit.K == pytest.approx(5e4, rel=1e-3)
     assert fit.mean(c) == pytest.approx(y, rel=1e-6)
@@ -170,27 +167,64 @@ def test_saturating_fit_exact_data_and_huge_budgets():
 
 def test_saturating_fit_refuses_three_noise_points():
     fit = fit_saturating([1.0, 2.0, 4.0], [5.0, 3.0, 4.0])
-    assert not fit.converged
+    assert not fit.converged and not fit.floor_identified
     assert "no degrees of freedom" in fit.reason
     assert fit.E_ci is None and fit.K_ci is None and fit.alpha_ci is None and fit.se_E is None
     _, lo, hi = predict(fit, 8.0)
     assert np.isnan(lo) and np.isnan(hi)
 
 
-def test_saturating_fit_without_floor_reports_bound():
+def test_saturating_fit_issue_reproducer_claims_no_floor():
+    """Issue 15: 164 C^-0.3 with 3 % noise once gave E = 4.87 with an interval excluding 0."""
+    c = 2.0 ** np.arange(8)
+    y = 164 * c**-0.3 * np.exp(np.random.default_rng(0).normal(0, 0.03, 8))
+    fit = fit_saturating(c, y)
+    assert not fit.floor_identified
+    assert fit.floor_p_value > 0.05 and fit.floor_verdict == f"no floor identified (p = {fit.floor_p_value:.2g})"
+    assert fit.E == pytest.approx(4.87, abs=0.01)  # the same point estimate as before ...
+    assert fit.E_ci[0] == 0.0  # ... but its interval now reaches the bound E = 0
+
+
+def test_saturating_fit_no_floor_on_floor_free_data():
+    """100 seeds of a floor-free power law (3 % noise): a floor is claimed in at most 5."""
+    c = 2.0 ** np.arange(8)
+    claimed = [seed for seed in range(100)
+               if fit_saturating(c, 164 * c**-0.3 * np.exp(np.random.default_rng(seed).normal(0, 0.03, 8))
+                                 ).floor_identified]
+    assert len(claimed) <= 5, claimed
+
+
+def test_saturating_fit_E_interval_covers_the_floor():
+    """E = 50, K = 400, alpha = -0.7 at 12 budgets 2^0 .. 2^11, 3 % noise: E's interval covers 50 in >= 93 of 100."""
+    c = 2.0 ** np.arange(12)
+    truth = 50.0 + 400.0 * c**-0.7
+    fits = [fit_saturating(c, truth * np.exp(np.random.default_rng(seed).normal(0, 0.03, 12))) for seed in range(100)]
+    covered = sum(f.E_ci is not None and f.E_ci[0] <= 50.0 <= f.E_ci[1] for f in fits)
+    assert covered >= 93, covered
+    assert sum(f.floor_identified for f in fits) >= 95
+
+
+def test_saturating_fit_weak_exponent_is_not_converged():
+    """The paper-like 2-step law (alpha = -0.028 over 2^0 .. 2^5) cannot separate a floor from K."""
+    c = 2.0 ** np.arange(6)
+    fit = fit_saturating(c, 164 * c**-0.028 * np.exp(np.random.default_rng(3).normal(0, 0.01, 6)))
+    assert not fit.floor_identified
+    assert not fit.converged and "exceeds" in fit.reason
+
+
+def test_saturating_fit_without_floor_reports_no_floor():
     c = 2.0 ** np.arange(8)
     fit = fit_saturating(c, 100.0 * c**-0.3)
-    assert not fit.converged
-    assert "E is at its lower bound" in fit.reason
-    assert fit.E_ci is None and fit.cov is None
+    assert not fit.converged and not fit.floor_identified
+    assert fit.E == pytest.approx(0.0, abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- prediction
 
 
 @pytest.mark.parametrize("make_fit", [
-    lambda c, y: fit_power_law(c, y, bootstrap=0),
-    lambda c, y: fit_saturating(c, 30.0 + y, bootstrap=0),
+    lambda c, y: fit_power_law(c, y),
+    lambda c, y: fit_saturating(c, 30.0 + y),
 ])
 def test_predict_and_compute_for_target_invert_each_other(make_fit):
     c, y = noisy_power_law(11)
@@ -211,7 +245,7 @@ def test_predict_and_compute_for_target_invert_each_other(make_fit):
 
 def test_predict_interval_is_ols_prediction_interval():
     c, y = noisy_power_law(5, n=8)
-    fit = fit_power_law(c, y, bootstrap=0)
+    fit = fit_power_law(c, y)
     lx, ly = np.log(c), np.log(y)
     x0 = np.log(50.0)
     s = np.sqrt(((ly - np.polyval(np.polyfit(lx, ly, 1), lx)) ** 2).sum() / 6)
@@ -221,9 +255,9 @@ def test_predict_interval_is_ols_prediction_interval():
 
 
 def test_exact_fit_gives_point_intervals_and_unreachable_targets_raise():
-    fit = fit_power_law(BUDGETS, 263 * BUDGETS**-0.06, bootstrap=0)
+    fit = fit_power_law(BUDGETS, 263 * BUDGETS**-0.06)
     assert compute_for_target(fit, 200.0) == pytest.approx((fit.inverse(200.0),) * 3)
-    sat = fit_saturating(2.0 ** np.arange(10), 50 + 300 * (2.0 ** np.arange(10)) ** -0.7, bootstrap=0)
+    sat = fit_saturating(2.0 ** np.arange(10), 50 + 300 * (2.0 ** np.arange(10)) ** -0.7)
     with pytest.raises(ValueError, match="unreachable"):
         compute_for_target(sat, 40.0)
 
@@ -287,16 +321,49 @@ def test_fig_compute_scaling(tmp_path):
     df = compute_frame()
     fig = fig_compute_scaling(df, y="fd_dinov2", paper_fits=load_reference("fig4_fits"))
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "normalized_compute" and ax.get_ylabel() == "fd_dinov2"
+    assert ax.get_xlabel() == "training compute (× 12.8 M images)" and ax.get_ylabel() == "FD (DINOv2)"
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     texts = legend_texts(ax)
     for nfe in (1, 2):
         fit = fit_power_law(df.loc[df.nfe == nfe, "normalized_compute"], df.loc[df.nfe == nfe, "fd_dinov2"])
-        assert any(f"α={fit.alpha:.3f}" in t and f"r={fit.r:.3f}" in t for t in texts)
+        assert any(f"α={fit.alpha:.3f}" in t and f"r={fit.r:.3f}" in t and "6 means" in t for t in texts)
     assert "paper 1-step: K=263, α=-0.060" in texts and "paper 2-step: K=164, α=-0.028" in texts
     points = next(line for line in ax.lines if line.get_label() == "1-step")
     assert list(points.get_xdata()) == list(BUDGETS)
     assert_written(fig, tmp_path, "compute_scaling")
+
+
+def test_fig_compute_scaling_marks_pretraining_and_floor_verdicts():
+    df = compute_frame()
+    ax = fig_compute_scaling(df, y="fd_dinov2", saturating=True, pretrain_compute=50.0,
+                             ylabel="FD (fd_digits, 2000 samples)").axes[0]
+    mark = next(line for line in ax.lines if line.get_label() == "10 % of pretraining compute")
+    assert list(mark.get_xdata()) == [5.0, 5.0]
+    assert ax.get_ylabel() == "FD (fd_digits, 2000 samples)"
+    texts = legend_texts(ax)
+    # floor-free data: the saturating curve is not drawn, the legend says why
+    for nfe in (1, 2):
+        rows = df[df.nfe == nfe]
+        sat = fit_saturating(rows.normalized_compute, rows.fd_dinov2)
+        assert not sat.floor_identified
+        assert f"{nfe}-step: no floor identified (p = {sat.floor_p_value:.2g})" in texts
+    assert not any("+ K·C^" in t for t in texts)
+    c = 2.0 ** np.arange(10)
+    floored = pd.DataFrame({"normalized_compute": c, "nfe": 2, "fd": 50 + 300 * c**-0.7})
+    assert any("+ K·C^" in t for t in legend_texts(fig_compute_scaling(floored, saturating=True).axes[0]))
+
+
+def test_fit_points_means_or_seeds():
+    df = seeded_frame()
+    means = analysis.fit_points(df, "normalized_compute", "fd")
+    assert means["fd"].tolist() == [52.0, 30.0, 20.0, 12.0] and means["n"].sum() == len(df)
+    seeds = analysis.fit_points(df, "normalized_compute", "fd", "seeds")
+    assert len(seeds) == len(df) and seeds["n"].sum() == len(df)
+    with pytest.raises(ValueError, match="points 'runs': expected one of means, seeds"):
+        analysis.fit_points(df, "normalized_compute", "fd", "runs")
+    ax = fig_compute_scaling(df, y="fd", points="seeds").axes[0]
+    fit = fit_power_law(df["normalized_compute"], df["fd"])
+    assert any(f"α={fit.alpha:.3f}" in t and "8 seeds" in t for t in legend_texts(ax))
 
 
 def test_fig_compute_scaling_with_given_fits():
@@ -311,11 +378,13 @@ def test_table7_model_size_slopes_are_negative(tmp_path):
     assert len(long) == 8
     for nfe in (1, 2):
         rows = long[long.nfe == nfe]
-        assert fit_power_law(rows["gflops"], rows["fid"], bootstrap=0).alpha < 0
-        assert fit_power_law(rows["mparams"], rows["fid"], bootstrap=0).alpha < 0
-    fig = fig_model_size(long, label_col="model")
-    assert [ax.get_xlabel() for ax in fig.axes] == ["gflops", "mparams"]
-    assert all(ax.get_ylabel() == "fid" for ax in fig.axes)
+        assert fit_power_law(rows["gflops"], rows["fid"]).alpha < 0
+        assert fit_power_law(rows["mparams"], rows["fid"]).alpha < 0
+    fig = fig_model_size(long, label_col="model", paper=long)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["model GFLOPs per forward pass", "parameters (M)"]
+    assert all(ax.get_ylabel() == "FID" for ax in fig.axes)
+    paper = next(c for c in fig.axes[0].collections if c.get_label() == "paper 2-step")
+    assert sorted(paper.get_offsets()[:, 1]) == sorted([3.18, 2.35, 2.14, 1.96])
     two_step = next(c for c in fig.axes[0].collections if c.get_label() == "2-step")
     assert sorted(two_step.get_offsets()[:, 1]) == sorted([3.18, 2.35, 2.14, 1.96])
     sizes = two_step.get_sizes()
@@ -328,7 +397,7 @@ def test_fig_pareto(tmp_path):
     df = add_inference_cost(table7_imagenet_long().rename(columns={"gflops": "model_gflops"}))
     fig = fig_pareto(df, "inference_cost", "fid", hue="nfe")
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "inference_cost" and ax.get_ylabel() == "fid"
+    assert ax.get_xlabel() == "inference cost (NFE × GFLOPs)" and ax.get_ylabel() == "FID"
     front = next(line for line in ax.lines if line.get_label() == "Pareto frontier")
     expected = pareto_frontier(df, "inference_cost", "fid")
     assert list(front.get_ydata()) == list(expected["fid"])
@@ -340,7 +409,7 @@ def test_fig_pareto(tmp_path):
 def test_fig_mapping_schedule_matches_closed_form(tmp_path):
     fig = fig_mapping_schedule(2, 8)
     ax = fig.axes[0]
-    assert ax.get_xscale() == "log" and ax.get_xlabel() == "t" and ax.get_ylabel() == "r/t"
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "noise level t" and ax.get_ylabel() == "r / t"
     assert len(ax.lines) == 8
     for a, line in enumerate(ax.lines, start=1):
         t, ratio = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
@@ -356,7 +425,7 @@ def test_fig_dropout_and_training_curve(tmp_path):
                             "fid": [5.0, 4.5, 4.8, 5.2, 4.4, 4.9, 3.0, 2.8, 2.9, 3.1, 2.7, 3.0]})
     fig = fig_dropout(dropout)
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "dropout" and ax.get_ylabel() == "fid"
+    assert ax.get_xlabel() == "dropout rate" and ax.get_ylabel() == "FID"
     one = next(line for line in ax.lines if line.get_label() == "1-step")
     assert list(one.get_ydata()) == pytest.approx([5.1, 4.45, 4.85])
     assert legend_texts(ax) == ["1-step", "2-step"]
@@ -366,7 +435,7 @@ def test_fig_dropout_and_training_curve(tmp_path):
                           "fid": [9.0, 6.0, 5.0, 4.0, 3.0, 2.5]})
     fig = fig_training_curve(curve, logy=True)
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "step" and ax.get_ylabel() == "fid" and ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "training iterations" and ax.get_ylabel() == "FID" and ax.get_yscale() == "log"
     two = next(line for line in ax.lines if line.get_label() == "2-step")
     assert list(two.get_xdata()) == [1000, 2000, 3000] and list(two.get_ydata()) == [4.0, 3.0, 2.5]
     assert_written(fig, tmp_path, "training_curve")

@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.config import ClassicEMAConfig, ECTConfig, PowerEMAConfig
-from trainer.ect import WEIGHTINGS, adaptive_weight, ect_loss, ect_objective, mapping_r, stage
+from pydantic import ValidationError
+
+from trainer.config import ClassicEMAConfig, ECTConfig, PowerEMAConfig, TrainConfig
+from trainer.ect import WEIGHTINGS, adaptive_weight, ect_loss, ect_objective, mapping_r, stage, stage_length
 from trainer.ema import EMA, classic_beta, power_beta, sigma_rel_to_gamma
 from trainer.precond import Precond, edm_coefficients
 
@@ -218,3 +220,38 @@ def test_adaptive_l1_weighting_of_table_4():
     assert loss.item() == pytest.approx(25 / 2 / 8)  # w = 1/(7 + 1)
     loss.backward()
     assert torch.allclose(delta.grad, delta.detach() / 8)
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3, 8, 13])
+def test_last_stage_is_reached_for_every_run_length_from_stages(stages):
+    """Every stage 1 .. stages occurs, in order, for run lengths at the boundary (total = stages) and beyond,
+    including the lengths where d = ceil(total / stages) alone would stop short (e.g. 49 iterations, 8 stages)."""
+    cfg = ECTConfig(q=2, stages=stages)
+    for total in [stages, stages + 1, *range(stages * (stages - 1) - 2, stages * stages + 3), 49, 50, 1000, 1001]:
+        if total < stages:
+            continue
+        seen = [stage(i, cfg, total) for i in range(total)]
+        assert seen[0] == 1 and seen[-1] == stages, (total, seen)
+        assert sorted(set(seen)) == list(range(1, stages + 1)) and seen == sorted(seen), total
+
+
+def test_stage_length_keeps_ceil_where_it_already_reached_the_last_stage():
+    """The mini compute-scaling runs (8 stages, 50 .. 1600 iterations) keep d = ceil(total / 8)."""
+    for total in (50, 100, 200, 400, 800, 1600):
+        assert stage_length(total, 8) == math.ceil(total / 8)
+    assert stage_length(49, 8) == 6  # ceil gives 7: stage 8 would start at iteration 49 = total
+    assert stage_length(8, 8) == 1 and stage_length(8000, 1) == 8000
+    # shorter than `stages`: one iteration per stage, the run ends before the last stage
+    assert [stage(i, ECTConfig(stages=8), 5) for i in range(5)] == [1, 2, 3, 4, 5]
+
+
+def test_config_refuses_unresolvable_mapping():
+    with pytest.raises(ValidationError, match=r"q = 256 with stages = 3: q\^stages = 1.68e\+07"):
+        ECTConfig(q=256, stages=3)
+    with pytest.raises(ValidationError, match=r"q = 2 with stages = 23"):
+        ECTConfig(q=2, stages=23)
+    ECTConfig(q=2, stages=22)  # 4.2e6 < 2^23
+    ECTConfig(q=256, stages=3, mode="pretraining")  # r = 0 in pretraining
+    ECTConfig(q=256, stages=2)
+    with pytest.raises(ValidationError, match=r"ect\n.*q = 256 with stages = 3"):
+        TrainConfig(ect={"q": 256, "stages": 3})

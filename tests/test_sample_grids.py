@@ -5,7 +5,7 @@ import pandas as pd
 import torch
 
 from orchestrator.images import tile_images
-from orchestrator.sample_grids import is_image_study, one_run_per_budget
+from orchestrator.sample_grids import budget_label, is_image_study, one_run_per_budget
 
 
 def test_one_run_per_budget(tmp_path):
@@ -33,3 +33,13 @@ def test_tile_images_layout_and_values():
     assert tile[0, 0, 0] == 0 and tile[-2:, -3:, 0].tolist() == [[128] * 3] * 2  # first pixel; empty 6th cell
     assert tile[2, 0, 0] == 128  # the gap row between image rows
     assert tile[3:5, 0:3, 0].tolist() == ((images[2, 0] + 1) * 127.5).round().int().tolist()
+
+
+def test_budget_label_reads_budget_iterations_and_share_of_pretraining():
+    """The mini compute-scaling budget-2e3: 400 ECT iterations of 64 images (4 forward-equivalents) against
+    1500 pretraining iterations of 128 (3 forward-equivalents): 17.8 %."""
+    pretrain_flops = 1500 * 128 * 3.0
+    run = {"images_seen": 400 * 64, "schedule.iterations": 400, "train_flops": 400 * 64 * 4.0}
+    assert budget_label(run, 50 * 64, pretrain_flops) == "2^3 · 400 it · 17.8 % of pretraining"
+    odd = {"images_seen": 75 * 64, "schedule.iterations": 75, "train_flops": 75 * 64 * 4.0}
+    assert budget_label(odd, 50 * 64, None) == "1.5× · 75 it"

@@ -155,6 +155,9 @@ Weighting = Literal[
 ]
 
 
+FLOAT32_RESOLUTION = 2.0**23  # 1 / machine epsilon of float32: q^a at which t - r = t n(t)/q^a falls to ~1 ulp of t
+
+
 class ECTConfig(Strict):
     """The ECT objective: noise distribution, mapping function r(t, iters), weightings (paper Eqs. 15-16)."""
 
@@ -164,7 +167,7 @@ class ECTConfig(Strict):
     P_mean: float = -1.1
     P_std: float = Field(2.0, gt=0.0)
     q: float = Field(2.0, gt=1.0)
-    stages: int = Field(8, ge=1, description="number of stages; d = ceil(iterations / stages)")
+    stages: int = Field(8, ge=1, description="number of stages; d = ceil(iterations / stages), shortened where needed to reach the last stage")
     k: float = Field(8.0, ge=0.0)
     b: float = Field(1.0, gt=0.0)
     weighting: Weighting = "inv_delta_t"
@@ -173,6 +176,17 @@ class ECTConfig(Strict):
     adaptive_norm: Literal["l2", "l1"] = Field(
         "l2", description="l1: w(D) = 1/(|D|_1 + c)^(2p), the paper's Table 4 row 1/(|D|_1 + c) at p = 1/2"
     )
+
+    @model_validator(mode="after")
+    def _resolvable(self) -> "ECTConfig":
+        """r = t (1 - n(t) / q^a) must stay distinguishable from t in float32 (the dtype of t and r in training)."""
+        gap = self.q**self.stages
+        if self.mode == "tuning" and gap >= FLOAT32_RESOLUTION:
+            raise ValueError(
+                f"q = {self.q:g} with stages = {self.stages}: q^stages = {gap:.3g} >= {FLOAT32_RESOLUTION:.3g} "
+                "= 1/eps(float32), so in the last stage r = t (1 - n(t)/q^a) is within an ulp of t and "
+                "1/(t - r) is infinite or noise; use a smaller q or fewer stages")
+        return self
 
 
 # --------------------------------------------------------------------------- optimisation

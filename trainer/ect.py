@@ -22,12 +22,23 @@ def stage(iteration: int, cfg: ECTConfig, total_iterations: int) -> int:
     """Stage counter a of Eq. (18): a = ceil(n / d) for the n-th step (n = iteration + 1), 0 when pretraining.
 
     d = ceil(total_iterations / stages), so a runs 1 .. stages over a tuning run; the first tuning
-    step is already a = 1 (tuning from a pretrained model skips the a = 0 diffusion stage).
+    step is already a = 1 (tuning from a pretrained model skips the a = 0 diffusion stage). Where
+    that d would never reach the last stage (runs shorter than about stages^2 iterations), d is the
+    longest length that does and the last stage takes the rest: `stage_length`.
     """
     if cfg.mode == "pretraining":
         return 0
-    d = math.ceil(total_iterations / cfg.stages)
-    return iteration // d + 1
+    return min(iteration // stage_length(total_iterations, cfg.stages) + 1, cfg.stages)
+
+
+def stage_length(total_iterations: int, stages: int) -> int:
+    """Iterations per stage: ceil(total / stages), shortened where needed so that stage `stages` is reached
+    for any run of at least `stages` iterations ((stages - 1) d <= total - 1). The same as ceil(total /
+    stages) wherever that already reaches the last stage."""
+    d = math.ceil(total_iterations / stages)
+    if stages == 1:
+        return d
+    return max(1, min(d, (total_iterations - 1) // (stages - 1)))
 
 
 def n_of_t(t: torch.Tensor, k: float, b: float) -> torch.Tensor:
