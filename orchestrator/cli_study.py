@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -12,10 +13,10 @@ from rich.table import Table
 from studies.spec import StudySpec, expand, load_study
 from trainer.config import ConfigError
 
-from .console import LiveRuns
-from .common import DB_OPTION, STORAGE_OPTION, clean_errors, err, existing_store, open_store, out
+from .console import study_view
+from .common import DB_OPTION, RUNTIME, STORAGE_OPTION, clean_errors, err, existing_store, open_store, out
 from .store import FINISHED, Store, StoreError, redact
-from .study_runner import execute, plan, register
+from .study_runner import StopRequest, execute, plan, register
 
 app = typer.Typer(help="Declare, submit and follow studies.", no_args_is_help=True)
 
@@ -79,20 +80,33 @@ def plan_cmd(
               f"≈ {hours:.3g} GPU-hours at {tflops:g} TFLOP/s")
 
 
-def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str], cpus: Optional[int]) -> None:
-    from .ray_backend import init_ray
+def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str], cpus: Optional[int]) -> int:
+    """Run the study's unfinished runs; returns the exit code (0 all finished, 1 not, 128 + signal if stopped by one)."""
+    import time
+
+    from .ray_backend import RayBackend, init_ray
 
     runs, new = register(store, spec)
     todo = [r for r in runs if store.run(r.run_id).status not in FINISHED]
     out.print(f"study {spec.name}: {len(runs)} runs, {len(new)} new, {len(todo)} to run")
     if not todo:
-        return
+        return 0
     init_ray(address, num_cpus=cpus)
-    with LiveRuns(store, runs, err) as live:
-        counts = execute(store, spec, storage, live.update)
+    stop = StopRequest()
+    with stop.on_signals(), study_view(store, runs, out, err) as view:
+        backend = RayBackend(store, storage, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", spec.max_failures,
+                             view.update)
+        counts = execute(store, spec, storage, backend, stop, view.update, view.tick)
     out.print("done: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    if set(counts) - set(FINISHED):
-        raise typer.Exit(1)
+    if stop.signum is not None:
+        err.print(f"study {spec.name}: interrupted by {signal.Signals(stop.signum).name}; its runs keep their "
+                  f"checkpoints (`ect study resume {spec.name}` continues them)", highlight=False)
+        return stop.exit_code
+    if stop.reason == "cancelled":
+        err.print(f"study {spec.name}: cancelled; its runs keep their checkpoints "
+                  f"(`ect study resume {spec.name}` continues them)", highlight=False)
+        return RUNTIME
+    return RUNTIME if set(counts) - set(FINISHED) else 0
 
 
 ADDRESS = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray on loopback).")
@@ -110,7 +124,8 @@ def run_cmd(
     """Submit a study: runs already finished in the store are reused, the rest are trained."""
     with clean_errors():
         spec = load_study(spec_file)
-        _submit(open_store(db), spec, storage, address, cpus)
+        code = _submit(open_store(db), spec, storage, address, cpus)
+    raise typer.Exit(code)
 
 
 @app.command("resume")
@@ -127,7 +142,8 @@ def resume_cmd(
     with clean_errors():
         store = open_store(db, create=False)
         spec = StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml))
-        _submit(store, spec, storage, address, cpus)
+        code = _submit(store, spec, storage, address, cpus)
+    raise typer.Exit(code)
 
 
 @app.command("status")

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
+import click
 import typer
 from rich.console import Console
 
@@ -42,6 +43,8 @@ def clean_errors() -> Iterator[None]:
     """Turn the project's expected errors into one line per problem on stderr and a non-zero exit code."""
     try:
         yield
+    except (click.exceptions.Exit, click.exceptions.Abort):
+        raise  # click's own exits subclass RuntimeError: they are not errors to print
     except (ConfigError, FilterError) as e:
         err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(USAGE)

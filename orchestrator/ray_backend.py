@@ -107,26 +107,43 @@ class Job:
         return dict(self.__dict__)
 
 
-def run_jobs(jobs: list[Job], store: Store, storage: Path, name: str, max_failures: int,
-             on_change: Callable[[str, dict[str, Any]], None] | None = None) -> None:
-    """Run `jobs` as Tune trials (one per job) and block until all have ended."""
-    from ray import tune
+def trial_resources(config: dict[str, Any]) -> Any:
+    """Each trial's resource request, from its own job (so runs of one study may ask for different sizes)."""
+    from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 
-    from .tune_callback import StoreCallback
+    job = config["job"]
+    return resource_dict_to_pg_factory({"cpu": job["cpus"], "gpu": job["gpus"]})
 
-    if not jobs:
-        return
-    resources = {"cpu": jobs[0].cpus, "gpu": jobs[0].gpus}
-    tuner = tune.Tuner(
-        tune.with_resources(run_trial, resources),
-        param_space={"job": tune.grid_search([j.as_dict() for j in jobs])},
-        tune_config=tune.TuneConfig(reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=str((storage / "ray").resolve()),
-            failure_config=tune.FailureConfig(max_failures=max_failures),
-            callbacks=[StoreCallback(store, on_change)],
-            verbose=0,
-        ),
-    )
-    tuner.fit()
+
+class RayBackend:
+    """One Tune experiment per submission: a searcher releases each run as the driver's `Work` allows.
+
+    Retries resume from the run directory's checkpoint (`max_failures`); a stop reason from
+    `work.poll()` stops every trial (their checkpoints stay in their run directories).
+    """
+
+    def __init__(self, store: Store, storage: Path, name: str, max_failures: int,
+                 on_change: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.store, self.storage, self.name = store, storage, name
+        self.max_failures, self.on_change = max_failures, on_change
+
+    def run(self, work: Any) -> None:
+        from ray import tune
+
+        from .tune_callback import DependencySearcher, StoreCallback, WorkCallback, WorkStopper
+
+        if work.done():
+            return
+        tuner = tune.Tuner(
+            tune.with_resources(run_trial, trial_resources),
+            tune_config=tune.TuneConfig(search_alg=DependencySearcher(work), num_samples=-1, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=self.name,
+                storage_path=str((self.storage / "ray").resolve()),
+                failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                callbacks=[StoreCallback(self.store, self.on_change), WorkCallback(work)],
+                stop=WorkStopper(work),
+                verbose=0,
+            ),
+        )
+        tuner.fit()

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 from sqlalchemy import (
+    DateTime,
     Float,
     ForeignKey,
     Integer,
@@ -33,7 +34,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 SCHEMA_VERSION = 1
 DEFAULT_DB = "sqlite:///ect.db"
-STATUSES = ("pending", "running", "completed", "failed", "diverged", "cancelled")
+STATUSES = ("pending", "running", "completed", "failed", "diverged", "cancelled", "interrupted")
 FINISHED = ("completed", "diverged")
 
 
@@ -97,6 +98,9 @@ class Run(Base):
     normalized_compute: Mapped[float | None] = mapped_column(Float, nullable=True)
     checkpoint: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RunParam(Base):
