@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -146,28 +147,49 @@ def resume_cmd(
     raise typer.Exit(code)
 
 
+STALE_SECONDS = 60.0  # a `running` run whose driver's last heartbeat is older than this is shown as stale
+
+
+def _shown_status(status: str, heartbeat: object, now: datetime) -> str:
+    """`stale (heartbeat ...)` for a `running` run whose driver stopped beating (e.g. it was SIGKILLed)."""
+    if status != "running" or not isinstance(heartbeat, datetime):
+        return status
+    beat = heartbeat if heartbeat.tzinfo else heartbeat.replace(tzinfo=timezone.utc)
+    return f"stale (heartbeat {beat.isoformat(timespec='seconds')})" if (now - beat).total_seconds() > STALE_SECONDS else status
+
+
 @app.command("status")
 def status_cmd(
     name: str = typer.Argument(..., help="Study name."),
     db: Optional[str] = DB_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Runs of a study with status, step, attempts and compute."""
+    """Runs of a study with status, step, attempts and compute; a failed run's last error lines and traceback file."""
     with clean_errors():
         store = open_store(db, create=False)
         study = store.study(name)
         df = store.runs_frame(name)
+    now = datetime.now(timezone.utc)
+    df["status"] = [_shown_status(s, h.to_pydatetime() if hasattr(h, "to_pydatetime") else h, now)
+                    for s, h in zip(df["status"], df["heartbeat_at"])]
     cols = ["run_id", "label", "role", "status", "step", "total_steps", "attempts", "train_flops", "error"]
     if json_out:
         out.print_json(json.dumps({"study": name, "status": study.status,
-                                   "runs": json.loads(df[cols].to_json(orient="records"))}))
+                                   "runs": json.loads(df[cols + ["error_file"]].to_json(orient="records"))}))
         return
     table = Table(title=f"study {name}: {study.status}")
     for c in cols:
         table.add_column(c)
     for _, r in df[cols].iterrows():
-        table.add_row(*("" if v is None or v != v else (f"{v:.3g}" if isinstance(v, float) else str(v)) for v in r))
+        row = r.copy()
+        if isinstance(row["error"], str):
+            row["error"] = row["error"].splitlines()[-1]
+        table.add_row(*("" if v is None or v != v else (f"{v:.3g}" if isinstance(v, float) else str(v)) for v in row))
     out.print(table)
+    for _, r in df[df["error_file"].notna()].iterrows():
+        out.print(f"run {r['label']} ({r['run_id']}) failed; last lines of its traceback ({r['error_file']}):",
+                  highlight=False, markup=False, soft_wrap=True)
+        out.print(r["error"], highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("report")
@@ -253,12 +275,16 @@ def _print_report(name: str, report) -> None:
 
 @app.command("cancel")
 def cancel_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional[str] = DB_OPTION) -> None:
-    """Mark a study's unfinished runs cancelled (a later `resume` runs them again from their checkpoints)."""
+    """Cancel a study: its unfinished runs are marked cancelled, and a driver running it stops their trials
+    within seconds (their checkpoints stay; `ect study resume` continues them)."""
     with clean_errors():
         store = open_store(db, create=False)
         store.study(name)
+        runs = store.runs_frame(name)
+        if len(runs) and runs["status"].isin(FINISHED).all():
+            raise StoreError(f"study {name!r} has finished (all {len(runs)} runs {'/'.join(FINISHED)}): nothing to cancel")
         n = store.cancel_study(name)
-    out.print(f"study {name}: {n} runs cancelled")
+    out.print(f"study {name}: {n} runs cancelled; a driver running it stops them within a few seconds")
 
 
 @app.command("list")

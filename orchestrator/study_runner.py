@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -150,11 +151,15 @@ class StudyWork:
         self._fail(self.queue.end(run_id, status))
 
     def poll(self) -> str | None:
-        """Every POLL_SECONDS: read the study's status (a cancel stops this driver) and tick the progress view."""
+        """Every POLL_SECONDS: read the study's status (a cancel stops this driver), beat the heartbeat of
+        the runs in flight (`ect study status` shows a run whose heartbeat is old as stale) and tick the view."""
         if self.stop.reason is None and self.clock() - self.last_poll >= POLL_SECONDS:
             self.last_poll = self.clock()
             if self.store.study(self.study).status == "cancelled":
                 self.stop.set("cancelled")
+            beat = datetime.now(timezone.utc)
+            for rid in self.queue.in_flight:
+                self.store.update_run(rid, heartbeat_at=beat)
             if self.on_tick is not None:
                 self.on_tick()
         return self.stop.reason
