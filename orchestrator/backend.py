@@ -14,6 +14,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from .scheduling import DependencyQueue, Task
+
 
 class JobLike(Protocol):
     """What a backend needs of a job: its run id and its resources."""
@@ -100,3 +102,25 @@ class InProcessBackend:
             free["cpus"] += job.cpus
             free["gpus"] += job.gpus
             work.ended(job.run_id, status, {})
+
+
+class QueueWork:
+    """A `Work` over a bare `DependencyQueue` whose tasks are the jobs (no store): for simulations and tests."""
+
+    def __init__(self, queue: DependencyQueue) -> None:
+        self.queue = queue
+
+    def take(self, fits: Fits) -> Task | None:
+        return self.queue.take(lambda t: fits(t.cpus, t.gpus))
+
+    def done(self) -> bool:
+        return self.queue.done()
+
+    def started(self, run_id: str) -> None:
+        """Nothing to record."""
+
+    def ended(self, run_id: str, status: str, info: dict[str, Any]) -> None:
+        self.queue.end(run_id, status)
+
+    def poll(self) -> str | None:
+        return None

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from orchestrator.backend import InProcessBackend
+from orchestrator.backend import InProcessBackend, QueueWork
 from orchestrator.scheduling import DependencyQueue, Task
 from orchestrator.store import Store
 from orchestrator.study_runner import StopRequest, StudyWork, execute, register
@@ -51,35 +51,12 @@ def test_runs_finished_before_are_never_released_and_their_children_start_at_onc
     assert [t.run_id for t in q.ready()] == ["c1"] and set(q.blocked) == {"c2"}
 
 
-class Sim:
-    """A job is (run id, cost): a queue-backed `Work` whose jobs last `cost` seconds on 1 GPU each."""
-
-    def __init__(self, tasks, outside=None):
-        self.queue = DependencyQueue(tasks, outside)
-        self.events = []
-
-    def take(self, fits):
-        return self.queue.take(lambda t: fits(t.cpus, t.gpus))
-
-    def done(self):
-        return self.queue.done()
-
-    def started(self, run_id):
-        self.events.append(("start", run_id))
-
-    def ended(self, run_id, status, info):
-        self.queue.end(run_id, status)
-
-    def poll(self):
-        return None
-
-
 def makespan(tasks, barrier: bool) -> float:
     backend = InProcessBackend(lambda t: ("completed", t.cost), cpus=8, gpus=2)
     stages = [[t for t in tasks if t.parent is None], [t for t in tasks if t.parent]] if barrier else [tasks]
     done = {}
     for stage in stages:
-        work = Sim(stage, done)
+        work = QueueWork(DependencyQueue(stage, done))
         backend.run(work)
         done.update(work.queue.status)
     return backend.now
@@ -95,7 +72,7 @@ def test_dependency_scheduling_beats_the_barrier_on_a_known_example():
 
 def test_a_job_that_can_never_fit_is_an_error_not_a_hang():
     with pytest.raises(RuntimeError, match="can never start"):
-        InProcessBackend(lambda t: ("completed", 1), cpus=1, gpus=1).run(Sim([Task("x", None, 1, gpus=2)]))
+        InProcessBackend(lambda t: ("completed", 1), cpus=1, gpus=1).run(QueueWork(DependencyQueue([Task("x", None, 1, gpus=2)])))
 
 
 def study(tmp_path):
