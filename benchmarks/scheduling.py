@@ -11,7 +11,7 @@ dependency scheduler as soon as each run's own pretraining has. Prints makespan 
 
 The simulated backend starts any run that fits, longest ready first. That greedy start is not optimal:
 a narrow run started on GPUs a wide run waits for can delay the wide one, so in some configurations
-(e.g. pretraining runs twice as wide as tuning runs with --pretrain-units 1) the barrier wins.
+(runs of very different widths) the barrier can win.
 
     python benchmarks/scheduling.py [--gpus 8] [--tflops 100] [--pretrain-units 4] [--size-gpus 1,2,2,4]
 """

@@ -143,6 +143,8 @@ class StudyWork:
         self._changed(run_id, {"status": "running", "attempts": attempts})
 
     def ended(self, run_id: str, status: str, info: dict[str, Any]) -> None:
+        if status == "failed" and self.stop.reason is not None:
+            status = self.stop.reason  # e.g. a worker that got the terminal's Ctrl-C too: interrupted, not failed
         fields: dict[str, Any] = {"status": status, "finished_at": now()}
         if info.get("message"):
             fields["error"] = info["message"]

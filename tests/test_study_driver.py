@@ -47,17 +47,31 @@ def wait_for(condition, limit: float, what: str):
 def test_a_tuning_run_starts_before_the_last_pretraining_ends(tmp_path, ray_session):
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
     spec = write_study(
-        tmp_path, name="deps", kind="custom", base=BASE,
-        pretrain={"overrides": {}, "inherit": ["schedule.iterations"]},
+        tmp_path, name="deps", kind="custom", base=BASE, max_failures=0,
+        pretrain={"overrides": {}, "inherit": ["schedule.iterations", "data.name", "data.path", "network.arch",
+                                             "eval.metric"]},
         variants=[{"label": "short", "overrides": {"schedule.iterations": 30}},
                   {"label": "long", "overrides": {"schedule.iterations": 400, "schedule.checkpoint_interval": 100,
-                                                  "schedule.log_interval": 100}}],
+                                                  "schedule.log_interval": 100}},
+                  {"label": "broken", "overrides": {"schedule.iterations": 20, "data.name": "cifar10",
+                                                    "data.path": "/nonexistent/cifar", "network.arch": "songunet",
+                                                    "eval.metric": None}}],
     )
     res = runner.invoke(app, ["study", "run", str(spec), "--db", db, "--storage", storage])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # the broken pretraining and its tuning run fail
     runs = Store(database_url(db)).runs_frame("deps").set_index("label")
+    broken = runs[runs["run_id"] == runs.loc["broken", "depends_on"]].iloc[0]
+    # a failed run keeps its whole traceback in its run directory; the store keeps the last lines and the path
+    assert broken["status"] == "failed" and broken["error_file"] == str(Path(storage).resolve() / "runs" / broken["run_id"] / "error.txt")
+    assert "Traceback" in Path(broken["error_file"]).read_text() and "/nonexistent/cifar" in broken["error"]
+    assert runs.loc["broken", "status"] == "failed" and runs.loc["broken", "attempts"] == 0
+    assert f"its pretraining run {broken['run_id']} is failed" in runs.loc["broken", "error"]
+    status = runner.invoke(app, ["study", "status", "deps", "--db", db])
+    assert f"last lines of its traceback ({broken['error_file']})" in status.stdout, status.output
+    runs = runs.drop(index=[broken.name, "broken"])
     assert (runs["status"] == "completed").all() and (runs["attempts"] == 1).all()
-    pre_long, pre_short = runs.loc["pretrain_iterations=400"], runs.loc["pretrain_iterations=30"]
+    pre_long = runs[runs["run_id"] == runs.loc["long", "depends_on"]].iloc[0]
+    pre_short = runs[runs["run_id"] == runs.loc["short", "depends_on"]].iloc[0]
     # ISO timestamps (UTC, seconds) compare as strings; the long pretraining trains for seconds more
     assert runs.loc["short", "started_at"] < pre_long["finished_at"]
     assert runs.loc["short", "started_at"] >= pre_short["finished_at"]
@@ -67,7 +81,8 @@ def test_a_tuning_run_starts_before_the_last_pretraining_ends(tmp_path, ray_sess
     for label in runs.index:
         assert any(f"run {label} (" in ln and ": completed at step" in ln for ln in lines), label
         assert any(f"run {label} (" in ln and ": running at step" in ln for ln in lines), label
-    assert any("study: 4/4 runs done" in ln and "estimated time left" in ln for ln in lines), res.stdout
+    assert any("run broken (" in ln and "is failed, not completed" in ln for ln in lines), res.stdout
+    assert any("study: 6/6 runs done" in ln and "estimated time left" in ln for ln in lines), res.stdout
 
 
 def driver(tmp_path: Path, *args: str) -> subprocess.Popen:
@@ -102,7 +117,7 @@ def running_with_checkpoint(db: str, study: str):
     return live if len(live) else None
 
 
-LONG = {**BASE, "schedule": {"batch_size": 32, "iterations": 600, "log_interval": 20, "checkpoint_interval": 20}}
+LONG = {**BASE, "schedule": {"batch_size": 32, "iterations": 300, "log_interval": 20, "checkpoint_interval": 20}}
 
 
 @pytest.mark.slow
@@ -117,7 +132,8 @@ def test_a_signal_stops_the_driver_and_resume_continues(tmp_path, ray_session, s
         assert proc.poll() is None, proc.communicate()
         members = session_members(proc.pid)
         assert len(members) > 1  # the driver and Ray's processes (GCS, raylet, workers)
-        os.kill(proc.pid, signum)
+        # SIGINT as a terminal's Ctrl-C sends it: to the whole process group; SIGTERM as `kill` does: to the driver
+        (os.killpg if signum == signal.SIGINT else os.kill)(proc.pid, signum)
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -129,19 +145,19 @@ def test_a_signal_stops_the_driver_and_resume_continues(tmp_path, ray_session, s
     store = Store(database_url(db))
     run = store.runs_frame("sig").iloc[0]
     assert run["status"] == "interrupted" and store.study("sig").status == "interrupted"
-    assert 0 < run["step"] < 600 and Path(run["checkpoint"]).is_file()
+    assert 0 < run["step"] < 300 and Path(run["checkpoint"]).is_file()
     if signum == signal.SIGTERM:  # resume continues from the checkpoint (one signal is enough to show it)
         res = runner.invoke(app, ["study", "resume", "sig", "--db", db, "--storage", storage])
         assert res.exit_code == 0, res.output
         run = Store(database_url(db)).runs_frame("sig").iloc[0]
-        assert run["status"] == "completed" and run["step"] == 600 and run["attempts"] == 2
+        assert run["status"] == "completed" and run["step"] == 300 and run["attempts"] == 2
 
 
 @pytest.mark.slow
 def test_cancel_stops_a_running_driver_and_resume_continues(tmp_path, ray_session):
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
-    spec = write_study(tmp_path, name="stop", kind="custom", base=LONG,
-                       variants=[{"label": "a", "overrides": {}}, {"label": "b", "overrides": {"ect.q": 4}}])
+    spec = write_study(tmp_path, name="stop", kind="custom", base=LONG, seeds=[0, 1],
+                       variants=[{"label": "a", "overrides": {}}])
     proc = driver(tmp_path, "study", "run", str(spec), "--db", db, "--storage", storage)
     try:
         wait_for(lambda: proc.poll() is not None or running_with_checkpoint(db, "stop") is not None, 180,
@@ -159,11 +175,11 @@ def test_cancel_stops_a_running_driver_and_resume_continues(tmp_path, ray_sessio
     runs = store.runs_frame("stop")
     assert set(runs["status"]) == {"cancelled"} and store.study("stop").status == "cancelled"
     started = runs[runs["checkpoint"].notna()]
-    assert len(started) and all(Path(c).is_file() for c in started["checkpoint"]) and (started["step"] < 600).all()
+    assert len(started) and all(Path(c).is_file() for c in started["checkpoint"]) and (started["step"] < 300).all()
     res = runner.invoke(app, ["study", "resume", "stop", "--db", db, "--storage", storage])
     assert res.exit_code == 0, res.output
     runs = Store(database_url(db)).runs_frame("stop")
-    assert (runs["status"] == "completed").all() and (runs["step"] == 600).all()
+    assert (runs["status"] == "completed").all() and (runs["step"] == 300).all()
     # a finished study, and an unknown one: one line, exit 1
     for name, needle in (("stop", "has finished"), ("nope", "no study named 'nope'")):
         res = runner.invoke(app, ["study", "cancel", name, "--db", db])
