@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import typer
 from rich.table import Table
 
@@ -150,12 +150,11 @@ def resume_cmd(
 STALE_SECONDS = 60.0  # a `running` run whose driver's last heartbeat is older than this is shown as stale
 
 
-def _shown_status(status: str, heartbeat: object, now: datetime) -> str:
-    """`stale (heartbeat ...)` for a `running` run whose driver stopped beating (e.g. it was SIGKILLed)."""
-    if status != "running" or not isinstance(heartbeat, datetime):
-        return status
-    beat = heartbeat if heartbeat.tzinfo else heartbeat.replace(tzinfo=timezone.utc)
-    return f"stale (heartbeat {beat.isoformat(timespec='seconds')})" if (now - beat).total_seconds() > STALE_SECONDS else status
+def _mark_stale(df: pd.DataFrame) -> None:
+    """Show a `running` run whose driver stopped beating (e.g. it was SIGKILLed) as `stale (heartbeat ...)`."""
+    beats = pd.to_datetime(df["heartbeat_at"], utc=True)  # SQLite returns naive UTC times
+    stale = (df["status"] == "running") & ((pd.Timestamp.now(tz="UTC") - beats).dt.total_seconds() > STALE_SECONDS)
+    df.loc[stale, "status"] = [f"stale (heartbeat {b.isoformat(timespec='seconds')})" for b in beats[stale]]
 
 
 @app.command("status")
@@ -169,9 +168,7 @@ def status_cmd(
         store = open_store(db, create=False)
         study = store.study(name)
         df = store.runs_frame(name)
-    now = datetime.now(timezone.utc)
-    df["status"] = [_shown_status(s, h.to_pydatetime() if hasattr(h, "to_pydatetime") else h, now)
-                    for s, h in zip(df["status"], df["heartbeat_at"])]
+    _mark_stale(df)
     cols = ["run_id", "label", "role", "status", "step", "total_steps", "attempts", "train_flops", "error"]
     if json_out:
         out.print_json(json.dumps({"study": name, "status": study.status,

@@ -46,3 +46,24 @@ def test_plain_lines_and_a_summary_every_30_seconds_with_the_estimate(tmp_path):
         f"run {label_b} ({b[:8]}): failed at step 0/100: ValueError: bad input",
         "study: 2/2 runs done; running: none; elapsed 50s; estimated time left 0s",
     ]
+
+
+def test_status_shows_a_running_run_whose_driver_stopped_beating_as_stale(tmp_path):
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    spec = StudySpec.model_validate({"name": "st", "base": BASE, "grid": {"ect.q": [2, 4]}})
+    store = Store(f"sqlite:///{tmp_path / 'ect.db'}")
+    runs, _ = register(store, spec)
+    beat = datetime.now(timezone.utc)
+    store.update_run(runs[0].run_id, status="running", heartbeat_at=beat - timedelta(minutes=5))  # driver SIGKILLed
+    store.update_run(runs[1].run_id, status="running", heartbeat_at=beat)  # a live driver
+    res = CliRunner().invoke(app, ["study", "status", "st", "--db", str(tmp_path / "ect.db"), "--json"])
+    assert res.exit_code == 0, res.output
+    shown = {r["run_id"]: r["status"] for r in json.loads(res.stdout)["runs"]}
+    stale = (beat - timedelta(minutes=5)).isoformat(timespec="seconds")
+    assert shown == {runs[0].run_id: f"stale (heartbeat {stale})", runs[1].run_id: "running"}
