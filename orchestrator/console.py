@@ -144,9 +144,11 @@ class PlainRuns(StudyProgress):
 
     def update(self, run_id: str, info: dict[str, Any]) -> None:
         status = self.record(run_id, info)
+        row = self.rows[run_id]
+        if status is None and info.get("error"):  # Ray's traceback arrives just after the failed status
+            self._print(f"run {row['label']} ({run_id[:8]}): {row['status']}: {str(info['error']).splitlines()[-1]}")
         if status is None:
             return
-        row = self.rows[run_id]
         line = f"run {row['label']} ({run_id[:8]}): {status} at step {row['step']}/{row['total']}"
         if status == "running" and info.get("attempts"):
             line += f" (attempt {info['attempts']})"

@@ -149,7 +149,7 @@ class StudyWork:
         if info.get("message"):
             fields["error"] = info["message"]
         self.store.update_run(run_id, **fields)
-        self._changed(run_id, {"status": status})
+        self._changed(run_id, {"status": status, **({"error": info["message"]} if info.get("message") else {})})
         self._fail(self.queue.end(run_id, status))
 
     def poll(self) -> str | None:

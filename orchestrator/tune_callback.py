@@ -50,15 +50,15 @@ class StoreCallback(tune.Callback):
         elif kind == "final":
             keys = ("step", "images_seen", "train_flops", "flops_per_sample", "normalized_compute",
                     "num_params", "checkpoint", "wall_seconds")
-            self.store.update_run(rid, status=result["status"], finished_at=now(), node=result["node"],
+            self.store.update_run(rid, finished_at=now(), node=result["node"],
                                   error=result["message"] or None, **{k: result[k] for k in keys})
-            self._changed(rid, {"status": result["status"], "step": result["step"]})
+            self._changed(rid, {"step": result["step"]})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rid = _run_id(trial)
         error, path = keep_traceback(trial)
-        self.store.update_run(rid, status="failed", finished_at=now(), error=error, error_file=path)
-        self._changed(rid, {"status": "failed", "error": error})
+        self.store.update_run(rid, finished_at=now(), error=error, error_file=path)
+        self._changed(rid, {"error": error})
 
 
 def _run_id(trial: Any) -> str:
