@@ -7,6 +7,7 @@ of them pickles its state: the store, not Tune's experiment snapshot, is what a 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,9 +67,11 @@ def _run_id(trial: Any) -> str:
 
 
 def keep_traceback(trial: Any) -> tuple[str, str | None]:
-    """Copy the trial's full traceback into `<run dir>/error.txt`; returns (its last lines, that path)."""
+    """Copy the trial's full traceback (Ray's error file: the worker, every frame, the exception) into
+    `<run dir>/error.txt`; returns (its last lines, that path)."""
     path = getattr(trial, "error_file", None)
     text = Path(path).read_text(errors="replace") if path and Path(path).is_file() else ""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # Ray colours the worker's name
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         return "trial failed (no error text from Ray)", None
