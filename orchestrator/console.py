@@ -95,12 +95,12 @@ class StudyProgress:
         return self.clock() - self.start
 
     def estimate(self) -> float | None:
-        """Seconds left, or None before any image has been trained in this session."""
+        """Seconds left, or None before any image has been trained in this session (or within its first second)."""
         trained = sum((r["step"] - r["step0"]) * r["batch"] for r in self.rows.values())
         left = sum((r["total"] - r["step"]) * r["batch"] for r in self.rows.values()
                    if r["status"] not in self.ENDED)
         elapsed = self.elapsed()
-        if trained <= 0 or elapsed <= 0:
+        if trained <= 0 or elapsed < 1.0:
             return None
         return left / (trained / elapsed)
 

@@ -128,12 +128,17 @@ class RayBackend:
         self.max_failures, self.on_change = max_failures, on_change
 
     def run(self, work: Any) -> None:
+        import ray
         from ray import tune
 
         from .tune_callback import DependencySearcher, StoreCallback, WorkCallback, WorkStopper
 
         if work.done():
             return
+        # Tune keeps one trial pending at a time for a custom searcher, so trials' actors would start one
+        # after another (seconds each on a loaded machine); as many pending trials as CPUs start them
+        # together, at the price of fixing the order of runs released at the same time a little earlier.
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, int(ray.cluster_resources().get("CPU", 1)))))
         tuner = tune.Tuner(
             tune.with_resources(run_trial, trial_resources),
             tune_config=tune.TuneConfig(search_alg=DependencySearcher(work), num_samples=-1, reuse_actors=True),

@@ -115,9 +115,8 @@ class WorkStopper(Stopper):
 
 class DependencySearcher(Searcher):
     """Suggests the driver's next releasable run as a trial; waits (None) while runs wait on their
-    parents, and says FINISHED once the driver has nothing left. Tune asks again every loop step and,
-    for a custom searcher, keeps one trial pending at a time, so the longest ready run is chosen when
-    there is room for it rather than when the study starts."""
+    parents, and says FINISHED once the driver has nothing left. Tune asks again every loop step while
+    fewer trials than its pending limit wait for resources (see RayBackend.run)."""
 
     def __init__(self, work: Work) -> None:
         super().__init__()
