@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from orchestrator.ray_backend import init_ray
+from orchestrator.ray_backend import RayBackend, init_ray
 from orchestrator.store import Store, database_url
 from orchestrator.study_runner import execute, register
 from studies.spec import StudySpec, expand
@@ -64,7 +64,7 @@ def main() -> None:
         store = Store(database_url(str(tmp / "ect.db")))
         register(store, spec)
         t0 = time.perf_counter()
-        counts = execute(store, spec, tmp / "store")
+        counts = execute(store, spec, tmp / "store", RayBackend(store, tmp / "store", "bench", spec.max_failures))
         ray_wall = time.perf_counter() - t0
     finally:
         import ray

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any, Optional
 
+import pandas as pd
 import typer
 from rich.table import Table
 
 from studies.spec import StudySpec, expand, load_study
 from trainer.config import ConfigError
 
-from .console import LiveRuns
+from .console import study_view
 from .cli_options import POINTS_OPTION, FitPoints, print_json
-from .common import DASHBOARD_OPTION, DB_OPTION, STORAGE_OPTION, TRACK_OPTION, clean_errors, err, existing_store, open_store, out
+from .common import DASHBOARD_OPTION, DB_OPTION, RUNTIME, STORAGE_OPTION, TRACK_OPTION, clean_errors, err, existing_store, open_store, out
 from .store import FINISHED, Store, StoreError, redact
-from .study_runner import execute, plan, register
+from .study_runner import StopRequest, execute, plan, register
 from .tracking import fan_out, live_tracking, tracker_for
 
 app = typer.Typer(help="Declare, submit and follow studies.", no_args_is_help=True)
@@ -82,8 +84,11 @@ def plan_cmd(
 
 
 def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str], cpus: Optional[int],
-            track: Optional[str] = None, dashboard: bool = False) -> None:
-    from .ray_backend import check_gpus, init_ray
+            track: Optional[str] = None, dashboard: bool = False) -> int:
+    """Run the study's unfinished runs; returns the exit code (0 all finished, 1 not, 128 + signal if stopped by one)."""
+    import time
+
+    from .ray_backend import RayBackend, check_gpus, init_ray
 
     tracker = tracker_for(track or spec.tracking)  # a bad value is a usage error before anything runs
     check_gpus(expand(spec), address, cpus)
@@ -91,15 +96,27 @@ def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str]
     todo = [r for r in runs if store.run(r.run_id).status not in FINISHED]
     out.print(f"study {spec.name}: {len(runs)} runs, {len(new)} new, {len(todo)} to run")
     if not todo:
-        return
+        return 0
     url = init_ray(address, num_cpus=cpus, dashboard=dashboard)
     if url:
-        out.print(f"Ray dashboard: {url}")
-    with LiveRuns(store, runs, err) as live, live_tracking(tracker, store, spec.name, err) as on_track:
-        counts = execute(store, spec, storage, fan_out(live.update, on_track))
+        err.print(f"Ray dashboard: {url}", highlight=False)
+    stop = StopRequest()
+    with stop.on_signals(), study_view(store, runs, out, err) as view, \
+            live_tracking(tracker, store, spec.name, err) as on_track:
+        on_change = fan_out(view.update, on_track)
+        backend = RayBackend(store, storage, f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", spec.max_failures,
+                             on_change)
+        counts = execute(store, spec, storage, backend, stop, on_change, view.tick)
     out.print("done: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    if set(counts) - set(FINISHED):
-        raise typer.Exit(1)
+    if stop.signum is not None:
+        err.print(f"study {spec.name}: interrupted by {signal.Signals(stop.signum).name}; its runs keep their "
+                  f"checkpoints (`ect study resume {spec.name}` continues them)", highlight=False)
+        return stop.exit_code
+    if stop.reason == "cancelled":
+        err.print(f"study {spec.name}: cancelled; its runs keep their checkpoints "
+                  f"(`ect study resume {spec.name}` continues them)", highlight=False)
+        return RUNTIME
+    return RUNTIME if set(counts) - set(FINISHED) else 0
 
 
 ADDRESS = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray on loopback).")
@@ -119,7 +136,8 @@ def run_cmd(
     """Submit a study: runs already finished in the store are reused, the rest are trained."""
     with clean_errors():
         spec = load_study(spec_file)
-        _submit(open_store(db), spec, storage, address, cpus, track, dashboard)
+        code = _submit(open_store(db), spec, storage, address, cpus, track, dashboard)
+    raise typer.Exit(code)
 
 
 @app.command("resume")
@@ -136,7 +154,18 @@ def resume_cmd(
     with clean_errors():
         store = open_store(db, create=False)
         spec = StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml))
-        _submit(store, spec, storage, address, cpus)
+        code = _submit(store, spec, storage, address, cpus)
+    raise typer.Exit(code)
+
+
+STALE_SECONDS = 60.0  # a `running` run whose driver's last heartbeat is older than this is shown as stale
+
+
+def _mark_stale(df: pd.DataFrame) -> None:
+    """Show a `running` run whose driver stopped beating (e.g. it was SIGKILLed) as `stale (heartbeat ...)`."""
+    beats = pd.to_datetime(df["heartbeat_at"], utc=True)  # SQLite returns naive UTC times
+    stale = (df["status"] == "running") & ((pd.Timestamp.now(tz="UTC") - beats).dt.total_seconds() > STALE_SECONDS)
+    df.loc[stale, "status"] = [f"stale (heartbeat {b.isoformat(timespec='seconds')})" for b in beats[stale]]
 
 
 @app.command("status")
@@ -145,22 +174,30 @@ def status_cmd(
     db: Optional[str] = DB_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Runs of a study with status, step, attempts and compute."""
+    """Runs of a study with status, step, attempts and compute; a failed run's last error lines and traceback file."""
     with clean_errors():
         store = open_store(db, create=False, readonly=True)
         study = store.study(name)
         df = store.runs_frame(name)
+    _mark_stale(df)
     cols = ["run_id", "label", "role", "status", "step", "total_steps", "attempts", "train_flops", "error"]
     if json_out:
         out.print_json(json.dumps({"study": name, "status": study.status,
-                                   "runs": json.loads(df[cols].to_json(orient="records"))}))
+                                   "runs": json.loads(df[cols + ["error_file"]].to_json(orient="records"))}))
         return
     table = Table(title=f"study {name}: {study.status}")
     for c in cols:
         table.add_column(c)
     for _, r in df[cols].iterrows():
-        table.add_row(*("" if v is None or v != v else (f"{v:.3g}" if isinstance(v, float) else str(v)) for v in r))
+        row = r.copy()
+        if isinstance(row["error"], str):
+            row["error"] = row["error"].splitlines()[-1]
+        table.add_row(*("" if v is None or v != v else (f"{v:.3g}" if isinstance(v, float) else str(v)) for v in row))
     out.print(table)
+    for _, r in df[df["error_file"].notna()].iterrows():
+        out.print(f"run {r['label']} ({r['run_id']}) failed; last lines of its traceback ({r['error_file']}):",
+                  highlight=False, markup=False, soft_wrap=True)
+        out.print(r["error"], highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("report")
@@ -283,12 +320,16 @@ def sync_tracking_cmd(
 
 @app.command("cancel")
 def cancel_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional[str] = DB_OPTION) -> None:
-    """Mark a study's unfinished runs cancelled (a later `resume` runs them again from their checkpoints)."""
+    """Cancel a study: its unfinished runs are marked cancelled, and a driver running it stops their trials
+    within seconds (their checkpoints stay; `ect study resume` continues them)."""
     with clean_errors():
         store = open_store(db, create=False)
         store.study(name)
+        runs = store.runs_frame(name)
+        if len(runs) and runs["status"].isin(FINISHED).all():
+            raise StoreError(f"study {name!r} has finished (all {len(runs)} runs {'/'.join(FINISHED)}): nothing to cancel")
         n = store.cancel_study(name)
-    out.print(f"study {name}: {n} runs cancelled")
+    out.print(f"study {name}: {n} runs cancelled; a driver running it stops them within a few seconds")
 
 
 def study_rows(store: Store) -> list[dict]:

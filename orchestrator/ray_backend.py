@@ -198,6 +198,15 @@ class Job:
     cpus_per_worker: float
     gpus_per_worker: float
 
+    @property
+    def cpus(self) -> float:
+        """CPUs of the whole run, all workers together (the backend's view of its size)."""
+        return self.workers * self.cpus_per_worker
+
+    @property
+    def gpus(self) -> float:
+        return self.workers * self.gpus_per_worker
+
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
@@ -271,25 +280,5 @@ def trial_resources(config: dict[str, Any]) -> Any:
     return tune.PlacementGroupFactory([{"memory": DRIVER_MEMORY}])
 
 
-def run_jobs(jobs: list[Job], store: Store, storage: Path, name: str, max_failures: int,
-             on_change: Callable[[str, dict[str, Any]], None] | None = None) -> None:
-    """Run `jobs` as Tune trials (one per job) and block until all have ended."""
-    from ray import tune
 
-    from .tune_callback import StoreCallback
 
-    if not jobs:
-        return
-    tuner = tune.Tuner(
-        tune.with_resources(run_trial, trial_resources),
-        param_space={"job": tune.grid_search([j.as_dict() for j in jobs])},
-        tune_config=tune.TuneConfig(reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=str((storage / "ray").resolve()),
-            failure_config=tune.FailureConfig(max_failures=max_failures),
-            callbacks=[StoreCallback(store, on_change)],
-            verbose=0,
-        ),
-    )
-    tuner.fit()

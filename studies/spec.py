@@ -47,6 +47,16 @@ class Resources(Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
 
+    @property
+    def cpus(self) -> float:
+        """CPUs of the whole run (all its workers): what a scheduler must find free to start it."""
+        return self.workers * self.cpus_per_worker
+
+    @property
+    def gpus(self) -> float:
+        """GPUs of the whole run (all its workers)."""
+        return self.workers * self.gpus_per_worker
+
 
 class Variant(Strict):
     """A labelled set of overrides of the base config, by dotted path (e.g. `ect.q: 4`)."""

@@ -230,5 +230,5 @@ def test_sync_tracking_without_a_target_says_so(tmp_path):
 
 
 def test_trial_names_are_label_and_run_id_prefix():
-    job = Job(run_id="14cfea70cc4533d2", label="budget-2e3_seed0", config="{}", run_dir="/x", init=None, cpus=1, gpus=0)
+    job = Job(run_id="14cfea70cc4533d2", label="budget-2e3_seed0", config="{}", run_dir="/x", init=None, workers=1, cpus_per_worker=1, gpus_per_worker=0)
     assert trial_name(job) == trial_name(job.as_dict()) == "budget-2e3_seed0-14cfea70"

@@ -45,7 +45,7 @@ from .schema import (
 
 DEFAULT_DB = "sqlite:///ect.db"
 MIGRATE_LOCK, REGISTER_LOCK = 0xEC7_0001, 0xEC7_0002  # PostgreSQL advisory lock keys
-STATUSES = ("pending", "running", "completed", "failed", "diverged", "cancelled")
+STATUSES = ("pending", "running", "completed", "failed", "diverged", "cancelled", "interrupted")
 FINISHED = ("completed", "diverged")
 
 __all__ = [

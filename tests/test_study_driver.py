@@ -1,0 +1,187 @@
+"""The study driver through real Ray: runs start as soon as their own pretraining completes, plain
+progress lines when stdout is not a terminal, and a cancel or a signal that stops the trials."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.store import Store, StoreError, database_url
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+BASE = {
+    "data": {"name": "swissroll", "num_samples": 1000},
+    "network": {"arch": "mlp", "hidden": 16, "depth": 1},
+    "schedule": {"batch_size": 32, "iterations": 30, "log_interval": 10, "checkpoint_interval": 10},
+    "eval": {"metric": "swd", "nfe": [1], "num_samples": 100},
+}
+
+
+def write_study(tmp_path: Path, **spec) -> Path:
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def wait_for(condition, limit: float, what: str):
+    """Poll `condition` until it returns something truthy; fail naming `what` after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"waited {limit:.0f} s for {what}")
+
+
+@pytest.mark.slow
+def test_a_tuning_run_starts_before_the_last_pretraining_ends(tmp_path, ray_session):
+    db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
+    spec = write_study(
+        tmp_path, name="deps", kind="custom", base=BASE, max_failures=0,
+        pretrain={"overrides": {}, "inherit": ["schedule.iterations", "data.name", "data.path", "network.arch",
+                                             "eval.metric"]},
+        variants=[{"label": "short", "overrides": {"schedule.iterations": 30}},
+                  {"label": "long", "overrides": {"schedule.iterations": 800, "schedule.checkpoint_interval": 200,
+                                                  "schedule.log_interval": 200}},
+                  {"label": "broken", "overrides": {"schedule.iterations": 20, "data.name": "cifar10",
+                                                    "data.path": "/nonexistent/cifar", "network.arch": "songunet",
+                                                    "eval.metric": None}}],
+    )
+    res = runner.invoke(app, ["study", "run", str(spec), "--db", db, "--storage", storage])
+    assert res.exit_code == 1, res.output  # the broken pretraining and its tuning run fail
+    runs = Store(database_url(db)).runs_frame("deps").set_index("label")
+    broken = runs[runs["run_id"] == runs.loc["broken", "depends_on"]].iloc[0]
+    # a failed run keeps its whole traceback in its run directory; the store keeps the last lines and the path
+    assert broken["status"] == "failed" and broken["error_file"] == str(Path(storage).resolve() / "runs" / broken["run_id"] / "error.txt")
+    trace = Path(broken["error_file"]).read_text()
+    assert 'trainer/data.py", line' in trace and "\x1b" not in trace and "/nonexistent/cifar" in broken["error"]
+    assert runs.loc["broken", "status"] == "failed" and runs.loc["broken", "attempts"] == 0
+    assert f"its pretraining run {broken['run_id']} is failed" in runs.loc["broken", "error"]
+    status = runner.invoke(app, ["study", "status", "deps", "--db", db])
+    assert f"last lines of its traceback ({broken['error_file']})" in status.stdout, status.output
+    runs = runs.drop(index=[broken.name, "broken"])
+    assert (runs["status"] == "completed").all() and (runs["attempts"] == 1).all()
+    pre_long = runs[runs["run_id"] == runs.loc["long", "depends_on"]].iloc[0]
+    pre_short = runs[runs["run_id"] == runs.loc["short", "depends_on"]].iloc[0]
+    # ISO timestamps (UTC, seconds) compare as strings; the long pretraining trains for seconds more
+    assert runs.loc["short", "started_at"] < pre_long["finished_at"]
+    assert runs.loc["short", "started_at"] >= pre_short["finished_at"]
+    assert runs.loc["long", "started_at"] >= pre_long["finished_at"]
+    # stdout is not a terminal here: plain lines, one per run status change, and the study's summary
+    lines = res.stdout.splitlines()
+    for label in runs.index:
+        assert any(f"run {label} (" in ln and ": completed at step" in ln for ln in lines), label
+        assert any(f"run {label} (" in ln and ": running at step" in ln for ln in lines), label
+    assert any("run broken (" in ln and "is failed, not completed" in ln for ln in lines), res.stdout
+    assert any("study: 6/6 runs done" in ln and "estimated time left" in ln for ln in lines), res.stdout
+
+
+def driver(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """`ect ARGS` as a foreground driver in its own session (its Ray in a private temp dir)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_TMPDIR": tempfile.mkdtemp(prefix="ect-ray-", dir="/tmp")}
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def session_members(sid: int) -> set[int]:
+    """PIDs of live processes in session `sid` (field 6 of /proc/PID/stat), zombies excluded."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.add(int(entry.name))
+    return pids
+
+
+def running_with_checkpoint(db: str, study: str):
+    try:
+        runs = Store(database_url(db), create=False).runs_frame(study)
+    except StoreError:
+        return None
+    live = runs[(runs["status"] == "running") & runs["checkpoint"].notna()]
+    return live if len(live) else None
+
+
+LONG = {**BASE, "schedule": {"batch_size": 32, "iterations": 300, "log_interval": 20, "checkpoint_interval": 20}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_driver_and_resume_continues(tmp_path, ray_session, signum):
+    db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
+    spec = write_study(tmp_path, name="sig", kind="custom", base=LONG, variants=[{"label": "a", "overrides": {}}])
+    proc = driver(tmp_path, "study", "run", str(spec), "--db", db, "--storage", storage)
+    try:
+        wait_for(lambda: proc.poll() is not None or running_with_checkpoint(db, "sig") is not None, 180,
+                 "a running run with a checkpoint")
+        assert proc.poll() is None, proc.communicate()
+        members = session_members(proc.pid)
+        assert len(members) > 1  # the driver and Ray's processes (GCS, raylet, workers)
+        # SIGINT as a terminal's Ctrl-C sends it: to the whole process group; SIGTERM as `kill` does: to the driver
+        (os.killpg if signum == signal.SIGINT else os.kill)(proc.pid, signum)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr and "error: " not in stderr, stderr
+    assert f"interrupted by {signal.Signals(signum).name}" in stderr
+    wait_for(lambda: not session_members(proc.pid), 60, f"no process left of session {proc.pid}")
+    store = Store(database_url(db))
+    run = store.runs_frame("sig").iloc[0]
+    assert run["status"] == "interrupted" and store.study("sig").status == "interrupted"
+    assert 0 < run["step"] < 300 and Path(run["checkpoint"]).is_file()
+    if signum == signal.SIGTERM:  # resume continues from the checkpoint (one signal is enough to show it)
+        res = runner.invoke(app, ["study", "resume", "sig", "--db", db, "--storage", storage])
+        assert res.exit_code == 0, res.output
+        run = Store(database_url(db)).runs_frame("sig").iloc[0]
+        assert run["status"] == "completed" and run["step"] == 300 and run["attempts"] == 2
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_running_driver_and_resume_continues(tmp_path, ray_session):
+    db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
+    spec = write_study(tmp_path, name="stop", kind="custom", base=LONG, seeds=[0, 1],
+                       variants=[{"label": "a", "overrides": {}}])
+    proc = driver(tmp_path, "study", "run", str(spec), "--db", db, "--storage", storage)
+    try:
+        wait_for(lambda: proc.poll() is not None or running_with_checkpoint(db, "stop") is not None, 180,
+                 "a running run with a checkpoint")
+        assert proc.poll() is None, proc.communicate()
+        res = runner.invoke(app, ["study", "cancel", "stop", "--db", db])
+        assert res.exit_code == 0 and "runs cancelled" in res.stdout, res.output
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1 and "study stop: cancelled" in stderr and "Traceback" not in stderr, stderr
+    wait_for(lambda: not session_members(proc.pid), 60, f"no process left of session {proc.pid}")
+    store = Store(database_url(db))
+    runs = store.runs_frame("stop")
+    assert set(runs["status"]) == {"cancelled"} and store.study("stop").status == "cancelled"
+    started = runs[runs["checkpoint"].notna()]
+    assert len(started) and all(Path(c).is_file() for c in started["checkpoint"]) and (started["step"] < 300).all()
+    res = runner.invoke(app, ["study", "resume", "stop", "--db", db, "--storage", storage])
+    assert res.exit_code == 0, res.output
+    runs = Store(database_url(db)).runs_frame("stop")
+    assert (runs["status"] == "completed").all() and (runs["step"] == 300).all()
+    # a finished study, and an unknown one: one line, exit 1
+    for name, needle in (("stop", "has finished"), ("nope", "no study named 'nope'")):
+        res = runner.invoke(app, ["study", "cancel", name, "--db", db])
+        assert res.exit_code == 1 and needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output
