@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .store import Store, now
+from .store import Store
 
 # Tune's report keys we add; everything else in a result dict is Tune's own bookkeeping.
 KIND = "ect_kind"
@@ -280,5 +280,41 @@ def trial_resources(config: dict[str, Any]) -> Any:
     return tune.PlacementGroupFactory([{"memory": DRIVER_MEMORY}])
 
 
+class RayBackend:
+    """One Tune experiment per submission: a searcher releases each run as the driver's `Work` allows.
 
+    Retries resume from the run directory's checkpoint (`max_failures`); a stop reason from
+    `work.poll()` stops every trial (their checkpoints stay in their run directories).
+    """
 
+    def __init__(self, store: Store, storage: Path, name: str, max_failures: int,
+                 on_change: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.store, self.storage, self.name = store, storage, name
+        self.max_failures, self.on_change = max_failures, on_change
+
+    def run(self, work: Any) -> None:
+        import ray
+        from ray import tune
+
+        from .tune_callback import DependencySearcher, StoreCallback, WorkCallback, WorkStopper
+
+        if work.done():
+            return
+        # Tune keeps one trial pending at a time for a custom searcher, so trials' actors would start one
+        # after another (seconds each on a loaded machine); as many pending trials as CPUs start them
+        # together, at the price of fixing the order of runs released at the same time a little earlier.
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, int(ray.cluster_resources().get("CPU", 1)))))
+        tuner = tune.Tuner(
+            tune.with_resources(run_trial, trial_resources),
+            tune_config=tune.TuneConfig(search_alg=DependencySearcher(work), num_samples=-1, reuse_actors=True,
+                                        trial_name_creator=trial_name_of, trial_dirname_creator=trial_name_of),
+            run_config=tune.RunConfig(
+                name=self.name,
+                storage_path=str((self.storage / "ray").resolve()),
+                failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                callbacks=[StoreCallback(self.store, self.on_change), WorkCallback(work)],
+                stop=WorkStopper(work),
+                verbose=0,
+            ),
+        )
+        tuner.fit()

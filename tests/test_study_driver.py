@@ -60,6 +60,7 @@ def test_a_tuning_run_starts_before_the_last_pretraining_ends(tmp_path, ray_sess
     res = runner.invoke(app, ["study", "run", str(spec), "--db", db, "--storage", storage])
     assert res.exit_code == 1, res.output  # the broken pretraining and its tuning run fail
     runs = Store(database_url(db)).runs_frame("deps").set_index("label")
+    assert "broken" in runs.index, (list(runs.index), res.output)
     broken = runs[runs["run_id"] == runs.loc["broken", "depends_on"]].iloc[0]
     # a failed run keeps its whole traceback in its run directory; the store keeps the last lines and the path
     assert broken["status"] == "failed" and broken["error_file"] == str(Path(storage).resolve() / "runs" / broken["run_id"] / "error.txt")
