@@ -45,8 +45,9 @@ def fit_one(rows: "pd.DataFrame", x: str, y: str, form: str, points: str) -> dic
 
 def fit_study(store: "Store", study: str, x: str = "train_compute", y: str = "fd", nfe: int = 2,
               sampler: str = Sampler.consistency.value, form: str = FitForm.loglinear.value,
-              points: str = FitPoints.means.value) -> dict[str, Any]:
-    """`ect analyze fit` as data: the fit, the points it used, and notes on the runs left out."""
+              points: str = FitPoints.means.value, note: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """`ect analyze fit` as data: the fit, the points it used, and notes on the runs left out (each also
+    passed to `note` as soon as it is known, so a fit that then fails still says what it left out)."""
     from .study_frames import fit_rows, resolve_column, study_frame
 
     form, sampler, points = (_choice(FitForm, form, "--form"), _choice(Sampler, sampler, "--sampler"),
@@ -54,10 +55,16 @@ def fit_study(store: "Store", study: str, x: str = "train_compute", y: str = "fd
     store.study(study)
     df = study_frame(store, study)
     rows, notes = fit_rows(df, nfe, sampler)
+    for n in notes:
+        note(n)
     xc, yc = resolve_column(df, x), resolve_column(df, y)
     return {"study": study, "x": xc, "y": yc, "nfe": nfe, "sampler": sampler, "form": form, "points": points,
             "data": rows[[xc, yc, "label"]].to_dict(orient="records"), "fit": fit_one(rows, xc, yc, form, points),
             "notes": notes}
+
+
+def _print_note(note: str) -> None:
+    err.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 def _choice(enum: type, value: str, option: str) -> str:
@@ -69,14 +76,17 @@ def _choice(enum: type, value: str, option: str) -> str:
 
 
 def pareto_study(store: "Store", study: str, cost: str = "train_compute", y: str = "fd",
-                 nfe: int | None = None) -> tuple["pd.DataFrame", list[str]]:
-    """`ect analyze pareto` as data: (label, nfe, cost, metric of the non-dominated runs; notes)."""
+                 nfe: int | None = None, note: Callable[[str], None] = lambda _: None) -> tuple["pd.DataFrame", list[str]]:
+    """`ect analyze pareto` as data: (label, nfe, cost, metric of the non-dominated runs; notes), each note
+    also passed to `note` as soon as it is known."""
     import analysis
 
     from .study_frames import fit_rows, resolve_column, study_frame
 
     store.study(study)
     rows, notes = fit_rows(study_frame(store, study), nfe)
+    for n in notes:
+        note(n)
     rows = analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops")
     cc, yc = resolve_column(rows, cost), resolve_column(rows, y)
     return analysis.pareto_frontier(rows, cc, yc)[["label", "nfe", cc, yc]], notes
@@ -97,9 +107,7 @@ def fit_cmd(
     """Fit a power law of a metric against a cost over a study's completed runs (diverged runs are left out, and said so)."""
     with clean_errors():
         payload = fit_study(open_store(db, create=False, readonly=True), study, x, y, nfe, sampler.value, form.value,
-                            points.value)
-    for note in payload["notes"]:
-        err.print(f"note: {note}")
+                            points.value, _print_note)
     result, xc, yc = payload["fit"], payload["x"], payload["y"]
     if json_out:
         print_json(payload)
@@ -124,9 +132,7 @@ def pareto_cmd(
     with clean_errors():
         if json_out and csv_out:
             raise ConfigError("--json and --csv: choose one output format")
-        front, notes = pareto_study(open_store(db, create=False, readonly=True), study, cost, y, nfe)
-    for note in notes:
-        err.print(f"note: {note}")
+        front, _ = pareto_study(open_store(db, create=False, readonly=True), study, cost, y, nfe, _print_note)
     cc, yc = front.columns[2], front.columns[3]
     if json_out:
         print_json(front.to_dict(orient="records"))

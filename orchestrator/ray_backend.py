@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -214,7 +215,8 @@ class Job:
 def trial_name(job: Job | dict[str, Any]) -> str:
     """A readable Tune trial name (and trial directory): the run's label and run-id prefix, `budget-2e3_seed0-14cfea70`."""
     job = job if isinstance(job, dict) else job.as_dict()
-    return f"{job['label']}-{job['run_id'][:8]}"
+    label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", job["label"])[:80]  # it is also a directory name: no '/'
+    return f"{label}-{job['run_id'][:8]}"
 
 
 def trial_name_of(trial: Any) -> str:
