@@ -1,4 +1,4 @@
-"""`ect study ...`: validate, plan, run, resume, status, cancel and list studies."""
+"""`ect study ...`: validate, plan, run, submit, resume, status, logs, cancel and list studies."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from studies.spec import StudySpec, expand, load_study
 from trainer.config import ConfigError
 
 from .console import LiveRuns
+from .jobs import GRACE_S
 from .common import DB_OPTION, STORAGE_OPTION, clean_errors, err, existing_store, open_store, out
 from .store import FINISHED, Store, StoreError, redact
 from .study_runner import execute, plan, register
@@ -113,6 +114,43 @@ def run_cmd(
         _submit(open_store(db), spec, storage, address, cpus)
 
 
+@app.command("submit")
+def submit_cmd(
+    spec_file: Path = typer.Argument(..., help="Study YAML file."),
+    address: str = typer.Option(..., "--address", help="The cluster's Jobs server: its Ray dashboard's URL, http://HEAD:8265."),
+    db: Optional[str] = typer.Option(None, "--db", help="Store: an SQLAlchemy URL or an SQLite file path that the cluster's head reaches too [default: $ECT_DB, else ./ect.db]."),
+    storage: Path = typer.Option(..., "--storage", help="Root of run directories and checkpoints: an absolute path that every node sees."),
+) -> None:
+    """Submit a study's driver to a Ray cluster as a Ray Job, print the job id and return."""
+    from .jobs import submit
+
+    with clean_errors():
+        spec = load_study(spec_file)
+        job = submit(spec, address, db, storage,
+                     warn=lambda m: err.print(f"[yellow]warning:[/] {m}", markup=True, highlight=False, soft_wrap=True))
+    if not job.new:
+        err.print(f"[red]error:[/] study {spec.name} is already submitted: job {job.job_id} at {job.address} is "
+                  f"{job.state} (`ect study cancel {spec.name}` stops it)", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out.print(job.job_id, highlight=False)
+    err.print(f"study {spec.name}: submitted to {job.address}; follow it with `ect study status {spec.name}` "
+              f"and `ect study logs {spec.name} --follow`", highlight=False, soft_wrap=True)
+
+
+@app.command("logs")
+def logs_cmd(
+    name: str = typer.Argument(..., help="Study name."),
+    db: Optional[str] = DB_OPTION,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends."),
+) -> None:
+    """The log of a submitted study's driver (its Ray Job)."""
+    from .jobs import logs
+
+    with clean_errors():
+        study = open_store(db, create=False).study(name)
+        logs(study, follow, lambda text: typer.echo(text, nl=False))
+
+
 @app.command("resume")
 def resume_cmd(
     name: str = typer.Argument(..., help="Study name (as stored)."),
@@ -137,15 +175,20 @@ def status_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Runs of a study with status, step, attempts and compute."""
+    from .jobs import job_state
+
     with clean_errors():
         store = open_store(db, create=False)
         study = store.study(name)
         df = store.runs_frame(name)
+        job = job_state(study)
     cols = ["run_id", "label", "role", "status", "step", "total_steps", "attempts", "train_flops", "error"]
     if json_out:
-        out.print_json(json.dumps({"study": name, "status": study.status,
+        out.print_json(json.dumps({"study": name, "status": study.status, "job": job.as_dict() if job else None,
                                    "runs": json.loads(df[cols].to_json(orient="records"))}))
         return
+    if job is not None:
+        out.print(f"job {job.job_id} at {job.address}: {job.state}", highlight=False, soft_wrap=True)
     table = Table(title=f"study {name}: {study.status}")
     for c in cols:
         table.add_column(c)
@@ -236,13 +279,22 @@ def _print_report(name: str, report) -> None:
 
 
 @app.command("cancel")
-def cancel_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional[str] = DB_OPTION) -> None:
+def cancel_cmd(
+    name: str = typer.Argument(..., help="Study name."),
+    db: Optional[str] = DB_OPTION,
+    grace: float = typer.Option(GRACE_S, "--grace", min=0, help="Seconds a submitted study's driver gets to stop its trials itself before its Ray Job is stopped."),
+) -> None:
     """Mark a study's unfinished runs cancelled (a later `resume` runs them again from their checkpoints)."""
+    from .jobs import stop_submitted
+
     with clean_errors():
         store = open_store(db, create=False)
         store.study(name)
         n = store.cancel_study(name)
-    out.print(f"study {name}: {n} runs cancelled")
+        out.print(f"study {name}: {n} runs cancelled")
+        job = stop_submitted(store, name, grace)
+    if job is not None:
+        out.print(f"job {job.job_id}: {job.state}", highlight=False)
 
 
 @app.command("list")

@@ -63,6 +63,8 @@ class Study(Base):
     spec_yaml: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     created_at: Mapped[str] = mapped_column(String(32), default=now)
+    job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)  # its Ray Job (`ect study submit`)
+    job_address: Mapped[str | None] = mapped_column(Text, nullable=True)  # that cluster's Jobs server
 
 
 class StudyRun(Base):
