@@ -13,8 +13,10 @@ from studies.spec import StudySpec, expand, load_study
 from trainer.config import ConfigError
 
 from .console import LiveRuns
-from .jobs import GRACE_S
 from .common import DB_OPTION, STORAGE_OPTION, clean_errors, err, existing_store, open_store, out
+from .jobs import GRACE_S, job_state, stop_submitted
+from .jobs import logs as job_logs
+from .jobs import submit as submit_job
 from .store import FINISHED, Store, StoreError, redact
 from .study_runner import execute, plan, register
 
@@ -122,12 +124,10 @@ def submit_cmd(
     storage: Path = typer.Option(..., "--storage", help="Root of run directories and checkpoints: an absolute path that every node sees."),
 ) -> None:
     """Submit a study's driver to a Ray cluster as a Ray Job, print the job id and return."""
-    from .jobs import submit
-
     with clean_errors():
         spec = load_study(spec_file)
-        job = submit(spec, address, db, storage,
-                     warn=lambda m: err.print(f"[yellow]warning:[/] {m}", markup=True, highlight=False, soft_wrap=True))
+        job = submit_job(spec, address, db, storage,
+                         warn=lambda m: err.print(f"[yellow]warning:[/] {m}", markup=True, highlight=False, soft_wrap=True))
     if not job.new:
         err.print(f"[red]error:[/] study {spec.name} is already submitted: job {job.job_id} at {job.address} is "
                   f"{job.state} (`ect study cancel {spec.name}` stops it)", markup=True, highlight=False, soft_wrap=True)
@@ -144,11 +144,9 @@ def logs_cmd(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends."),
 ) -> None:
     """The log of a submitted study's driver (its Ray Job)."""
-    from .jobs import logs
-
     with clean_errors():
         study = open_store(db, create=False).study(name)
-        logs(study, follow, lambda text: typer.echo(text, nl=False))
+        job_logs(study, follow, lambda text: typer.echo(text, nl=False))
 
 
 @app.command("resume")
@@ -175,8 +173,6 @@ def status_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Runs of a study with status, step, attempts and compute."""
-    from .jobs import job_state
-
     with clean_errors():
         store = open_store(db, create=False)
         study = store.study(name)
@@ -285,8 +281,6 @@ def cancel_cmd(
     grace: float = typer.Option(GRACE_S, "--grace", min=0, help="Seconds a submitted study's driver gets to stop its trials itself before its Ray Job is stopped."),
 ) -> None:
     """Mark a study's unfinished runs cancelled (a later `resume` runs them again from their checkpoints)."""
-    from .jobs import stop_submitted
-
     with clean_errors():
         store = open_store(db, create=False)
         store.study(name)

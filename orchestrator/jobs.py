@@ -88,20 +88,16 @@ def one_line(e: BaseException) -> str:
     return (errno.group(1) if errno else text)[:300]
 
 
-def _get(url: str, path: str) -> Any:
-    """GET a JSON document from the Jobs server, failing in one line if it does not answer within the timeout."""
+def _check_answers(url: str) -> None:
+    """Fail in one line unless a Ray dashboard answers at `url` within the timeout (Ray's client has none)."""
     try:
-        r = requests.get(url + path, timeout=TIMEOUT_S)
+        r = requests.get(url + "/api/version", timeout=TIMEOUT_S)
     except requests.exceptions.Timeout:
         raise JobsError(f"cannot reach the Ray Jobs server at {url}: no answer within {TIMEOUT_S:g} s") from None
     except requests.exceptions.RequestException as e:
         raise JobsError(f"cannot reach the Ray Jobs server at {url}: {one_line(e)}") from None
-    if r.status_code != 200:
-        raise JobsError(f"{url}{path} answered HTTP {r.status_code}: is this the Ray dashboard (port 8265)?")
-    try:
-        return r.json()
-    except ValueError:
-        raise JobsError(f"{url}{path} did not answer JSON: is this the Ray dashboard (port 8265)?") from None
+    if r.status_code not in (200, 401, 403):  # with token auth, the client below sends the token
+        raise JobsError(f"{url}/api/version answered HTTP {r.status_code}: is this the Ray dashboard (port 8265)?")
 
 
 @contextmanager
@@ -117,7 +113,7 @@ def _explicit_address() -> Iterator[None]:
 def connect(address: str) -> Any:
     """A `JobSubmissionClient` for the Jobs server at `address`, after a quick check that it answers."""
     url = dashboard_url(address)
-    _get(url, "/api/version")
+    _check_answers(url)
     from ray.job_submission import JobSubmissionClient
 
     with _explicit_address():
@@ -134,8 +130,11 @@ def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def cluster_hosts(url: str) -> set[str]:
     """The IP addresses of the cluster's alive nodes (from the dashboard's state API)."""
-    nodes = _get(url, "/api/v0/nodes")["data"]["result"]["result"]
-    return {n["node_ip"] for n in nodes if n.get("state") == "ALIVE"}
+    from ray.util.state import list_nodes
+
+    with _explicit_address():
+        nodes = _call(list_nodes, address=url, timeout=int(TIMEOUT_S) * 6, raise_on_missing_output=False)
+    return {n.node_ip for n in nodes if n.state == "ALIVE"}
 
 
 def _state(client: Any, job_id: str) -> str | None:
