@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import logging
 import os
 import re
 import shlex
@@ -307,6 +308,8 @@ def logs(study: Study, follow: bool, write: Callable[[str], None]) -> None:
     if not follow:
         write(_call(client.get_job_logs, study.job_id))
         return
+
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)  # not "WebSocket closed" at the end
 
     async def tail() -> None:
         async for chunk in client.tail_job_logs(study.job_id):
