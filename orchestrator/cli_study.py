@@ -120,7 +120,7 @@ def run_cmd(
 def submit_cmd(
     spec_file: Path = typer.Argument(..., help="Study YAML file."),
     address: str = typer.Option(..., "--address", help="The cluster's Jobs server: its Ray dashboard's URL, http://HEAD:8265."),
-    db: Optional[str] = typer.Option(None, "--db", help="Store: an SQLAlchemy URL or an SQLite file path that the cluster's head reaches too [default: $ECT_DB, else ./ect.db]."),
+    db: Optional[str] = typer.Option(None, "--db", help="Store: an SQLAlchemy URL or an SQLite file path that the cluster's head reaches too (default: $ECT_DB, else ./ect.db)."),
     storage: Path = typer.Option(..., "--storage", help="Root of run directories and checkpoints: an absolute path that every node sees."),
 ) -> None:
     """Submit a study's driver to a Ray cluster as a Ray Job, print the job id and return."""
