@@ -1,4 +1,4 @@
-"""`ect study ...`: validate, plan, run, resume, status, cancel and list studies."""
+"""`ect study ...`: validate, plan, run, submit, resume, status, logs, cancel and list studies."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from trainer.config import ConfigError
 from .console import study_view
 from .cli_options import POINTS_OPTION, FitPoints, print_json
 from .common import DASHBOARD_OPTION, DB_OPTION, RUNTIME, STORAGE_OPTION, TRACK_OPTION, clean_errors, err, existing_store, open_store, out
+from .jobs import GRACE_S, job_state, stop_submitted
+from .jobs import logs as job_logs
+from .jobs import submit as submit_job
 from .store import FINISHED, Store, StoreError, redact
 from .study_runner import StopRequest, execute, plan, register
 from .tracking import fan_out, live_tracking, tracker_for
@@ -140,6 +143,39 @@ def run_cmd(
     raise typer.Exit(code)
 
 
+@app.command("submit")
+def submit_cmd(
+    spec_file: Path = typer.Argument(..., help="Study YAML file."),
+    address: str = typer.Option(..., "--address", help="The cluster's Jobs server: its Ray dashboard's URL, http://HEAD:8265."),
+    db: Optional[str] = typer.Option(None, "--db", help="Store: an SQLAlchemy URL or an SQLite file path that the cluster's head reaches too (default: $ECT_DB, else ./ect.db)."),
+    storage: Path = typer.Option(..., "--storage", help="Root of run directories and checkpoints: an absolute path that every node sees."),
+) -> None:
+    """Submit a study's driver to a Ray cluster as a Ray Job, print the job id and return."""
+    with clean_errors():
+        spec = load_study(spec_file)
+        job = submit_job(spec, address, db, storage,
+                         warn=lambda m: err.print(f"[yellow]warning:[/] {m}", markup=True, highlight=False, soft_wrap=True))
+    if not job.new:
+        err.print(f"[red]error:[/] study {spec.name} is already submitted: job {job.job_id} at {job.address} is "
+                  f"{job.state} (`ect study cancel {spec.name}` stops it)", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out.print(job.job_id, highlight=False)
+    err.print(f"study {spec.name}: submitted to {job.address}; follow it with `ect study status {spec.name}` "
+              f"and `ect study logs {spec.name} --follow`", highlight=False, soft_wrap=True)
+
+
+@app.command("logs")
+def logs_cmd(
+    name: str = typer.Argument(..., help="Study name."),
+    db: Optional[str] = DB_OPTION,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends."),
+) -> None:
+    """The log of a submitted study's driver (its Ray Job)."""
+    with clean_errors():
+        study = open_store(db, create=False).study(name)
+        job_logs(study, follow, lambda text: typer.echo(text, nl=False))
+
+
 @app.command("resume")
 def resume_cmd(
     name: str = typer.Argument(..., help="Study name (as stored)."),
@@ -179,12 +215,15 @@ def status_cmd(
         store = open_store(db, create=False, readonly=True)
         study = store.study(name)
         df = store.runs_frame(name)
+        job = job_state(study)
     _mark_stale(df)
     cols = ["run_id", "label", "role", "status", "step", "total_steps", "attempts", "train_flops", "error"]
     if json_out:
-        out.print_json(json.dumps({"study": name, "status": study.status,
+        out.print_json(json.dumps({"study": name, "status": study.status, "job": job.as_dict() if job else None,
                                    "runs": json.loads(df[cols + ["error_file"]].to_json(orient="records"))}))
         return
+    if job is not None:
+        out.print(f"job {job.job_id} at {job.address}: {job.state}", highlight=False, soft_wrap=True)
     table = Table(title=f"study {name}: {study.status}")
     for c in cols:
         table.add_column(c)
@@ -319,9 +358,14 @@ def sync_tracking_cmd(
 
 
 @app.command("cancel")
-def cancel_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional[str] = DB_OPTION) -> None:
+def cancel_cmd(
+    name: str = typer.Argument(..., help="Study name."),
+    db: Optional[str] = DB_OPTION,
+    grace: float = typer.Option(GRACE_S, "--grace", min=0, help="Seconds a submitted study's driver gets to stop its trials itself before its Ray Job is stopped."),
+) -> None:
     """Cancel a study: its unfinished runs are marked cancelled, and a driver running it stops their trials
-    within seconds (their checkpoints stay; `ect study resume` continues them)."""
+    within seconds (their checkpoints stay; `ect study resume` continues them); a submitted study's Ray Job
+    is stopped if its driver has not ended after `--grace` seconds."""
     with clean_errors():
         store = open_store(db, create=False)
         store.study(name)
@@ -329,7 +373,10 @@ def cancel_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional
         if len(runs) and runs["status"].isin(FINISHED).all():
             raise StoreError(f"study {name!r} has finished (all {len(runs)} runs {'/'.join(FINISHED)}): nothing to cancel")
         n = store.cancel_study(name)
-    out.print(f"study {name}: {n} runs cancelled; a driver running it stops them within a few seconds")
+        out.print(f"study {name}: {n} runs cancelled; a driver running it stops them within a few seconds")
+        job = stop_submitted(store, name, grace)
+    if job is not None:
+        out.print(f"job {job.job_id}: {job.state}", highlight=False)
 
 
 def study_rows(store: Store) -> list[dict]:

@@ -1,0 +1,158 @@
+"""A study submitted as a Ray Job to a 2-node loopback cluster, run in its own PID and network namespace:
+
+    unshare --net --pid --fork --mount-proc python tests/cluster_scenario.py WORKDIR
+
+This script is PID 1 of the namespace, so every process it starts dies with it. The head (dashboard
+and Jobs server on 127.0.0.1:8265) and the worker node (127.0.0.2, so the cluster spans two "hosts")
+see the same storage directory. It drives the `ect` CLI as a user would and writes
+WORKDIR/result.json; tests/test_jobs.py checks it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests"), str(REPO)]
+from fault_scenarios import lo_up, runs  # noqa: E402
+
+BIN = Path(sys.executable).parent
+DASHBOARD = "http://127.0.0.1:8265"
+
+
+def spec(name: str, iterations: int) -> dict:
+    """Two tiny runs, one CPU each: one on each node."""
+    return {
+        "name": name,
+        "kind": "ablation",
+        "base": {
+            "data": {"name": "swissroll", "num_samples": 2000},
+            "network": {"arch": "mlp", "hidden": 64, "depth": 2},
+            "ect": {"mode": "pretraining"},
+            "optim": {"name": "adam", "lr": 1e-3},
+            "schedule": {"batch_size": 128, "iterations": iterations, "log_interval": 20, "checkpoint_interval": 40},
+        },
+        "grid": {"network.dropout": [0.0, 0.1]},
+        "resources": {"cpus": 1},
+    }
+
+
+def env(workdir: Path) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update({
+        "RAY_TMPDIR": str(workdir / "ray"),
+        "RAY_AUTH_MODE": "disabled",  # every process of this isolated, loopback-only cluster
+        "PATH": f"{BIN}{os.pathsep}{e.get('PATH', '')}",  # the job's `python` is this environment's
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), e.get("PYTHONPATH")])),  # and imports this code
+        "PYTHONUNBUFFERED": "1",
+    })
+    e.pop("RAY_ADDRESS", None)
+    return e
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def start_cluster(e: dict[str, str]) -> None:
+    """Head with the dashboard on 127.0.0.1, then a worker node on 127.0.0.2 (retried: it can fail under load)."""
+    ray = str(BIN / "ray")
+    node = ["--num-cpus", "1", "--memory", str(2 * 1024**3), "--object-store-memory", str(200 * 1024**2),
+            "--disable-usage-stats"]
+    head = subprocess.run([ray, "start", "--head", "--port", "6380", "--node-ip-address", "127.0.0.1",
+                           "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", "8265",
+                           *node], env=e, capture_output=True, text=True)
+    if head.returncode:
+        raise RuntimeError(f"ray start --head failed ({head.returncode}):\n{head.stderr[-3000:]}")
+    for attempt in range(4):
+        worker = subprocess.run([ray, "start", "--address", "127.0.0.1:6380", "--node-ip-address", "127.0.0.2",
+                                 *node], env=e, capture_output=True, text=True)
+        if worker.returncode == 0:
+            break
+        print(f"worker node's ray start failed ({worker.returncode}), attempt {attempt + 1}:\n{worker.stderr[-3000:]}",
+              flush=True)
+        time.sleep(2 ** attempt)
+    else:
+        raise RuntimeError("the worker node never joined (its stderr is above)")
+    from orchestrator.jobs import cluster_hosts
+
+    wait_for(lambda: cluster_hosts(DASHBOARD) == {"127.0.0.1", "127.0.0.2"}, 120, "both nodes alive")
+
+
+def ect(e: dict[str, str], *args: str, timeout: float = 600) -> dict:
+    p = subprocess.run([str(BIN / "ect"), *args], env=e, capture_output=True, text=True, timeout=timeout)
+    return {"args": list(args), "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr}
+
+
+def trials_alive() -> int:
+    """Tune trial processes in this namespace (a function trainable runs in a `ray::ImplicitFunc` actor)."""
+    n = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            n += b"ImplicitFunc" in cmdline.read_bytes()
+        except OSError:
+            pass
+    return n
+
+
+def main(workdir: Path) -> dict:
+    lo_up()
+    e = env(workdir)
+    start_cluster(e)
+    from orchestrator.jobs import connect
+
+    client = connect(DASHBOARD)
+    db, storage = workdir / "ect.db", workdir / "storage"
+    common = ["--address", DASHBOARD, "--db", str(db), "--storage", str(storage)]
+    done, stop = workdir / "done.yaml", workdir / "stop.yaml"
+    done.write_text(yaml.safe_dump(spec("done", iterations=80)))
+    stop.write_text(yaml.safe_dump(spec("stop", iterations=1600)))
+    r: dict[str, Any] = {}
+
+    r["relative_storage"] = ect(e, "study", "submit", str(done), "--address", DASHBOARD, "--db", str(db),
+                                "--storage", "ect-store")
+    # 1. submit, watch, see it complete
+    r["submit"] = ect(e, "study", "submit", str(done), *common)
+    r["status_early"] = ect(e, "study", "status", "done", "--db", str(db), "--json")
+    r["logs_follow"] = ect(e, "study", "logs", "done", "--db", str(db), "--follow")
+    r["status_done"] = ect(e, "study", "status", "done", "--db", str(db), "--json")
+    r["logs"] = ect(e, "study", "logs", "done", "--db", str(db))
+
+    # 2. two submissions of one study at once, then cancel it mid-run
+    both = [subprocess.Popen([str(BIN / "ect"), "study", "submit", str(stop), *common], env=e, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    r["twice"] = [{"rc": p.wait(timeout=600), "stdout": p.stdout.read(), "stderr": p.stderr.read()} for p in both]
+    wait_for(lambda: len([x for x in runs(db) if x["status"] == "running" and x["checkpoint"]]) == 2, 300,
+             "both runs of `stop` running past their first checkpoint")
+    r["cancel"] = ect(e, "study", "cancel", "stop", "--db", str(db), "--grace", "0")  # its Ray Job is stopped at once
+    wait_for(lambda: trials_alive() == 0, 120, "the trial processes to end")
+    r["at_cancel"] = runs(db)
+    r["job_at_cancel"] = str(client.get_job_status(json.loads(
+        ect(e, "study", "status", "stop", "--db", str(db), "--json")["stdout"])["job"]["job_id"]))
+
+    # 3. submit it again: it resumes from the checkpoints to completion
+    r["resubmit"] = ect(e, "study", "submit", str(stop), *common)
+    r["resume_logs"] = ect(e, "study", "logs", "stop", "--db", str(db), "--follow")
+    r["status_resumed"] = ect(e, "study", "status", "stop", "--db", str(db), "--json")
+    r["after"] = runs(db)
+    return r
+
+
+if __name__ == "__main__":
+    workdir = Path(sys.argv[1])
+    result = main(workdir)
+    (workdir / "result.json").write_text(json.dumps(result, indent=1))
