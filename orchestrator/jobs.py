@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from studies.spec import StudySpec
 from trainer.config import ConfigError
 
-from .store import Store, database_url, redact
+from .store import Store, Study, database_url, redact
 from .study_runner import register
 
 GRACE_S = 10.0  # cancel: the time a submitted driver gets to stop its trials itself before its job is stopped
