@@ -8,11 +8,10 @@ from typing import Optional
 
 import pandas as pd
 import typer
-import yaml
 from rich.table import Table
 
 import analysis
-from studies.spec import StudySpec
+from studies.spec import StudySpec, stored_spec
 
 from trainer.config import ConfigError
 
@@ -161,7 +160,7 @@ def regenerate_cmd(
     """Draw every figure (and table) that a study's kind supports from its stored results."""
     with clean_errors():
         store = open_store(db, create=False)
-        spec = StudySpec.model_validate(yaml.safe_load(store.study(study).spec_yaml))
+        spec = stored_spec(store.study(study).spec_yaml, f"study {study!r} (stored spec)")
         written = regenerate(study_frame(store, study), spec, out_dir)
     for path in written:
         out.print(f"wrote {path}")

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from studies.spec import StudySpec, expand, load_study
+from studies.spec import StudySpec, expand, load_study, stored_spec
 from trainer.config import ConfigError
 
 from .console import LiveRuns
@@ -122,11 +122,9 @@ def resume_cmd(
     cpus: Optional[int] = CPUS,
 ) -> None:
     """Continue an interrupted study from the spec stored with it; unfinished runs resume from checkpoints."""
-    import yaml
-
     with clean_errors():
         store = open_store(db, create=False)
-        spec = StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml))
+        spec = stored_spec(store.study(name).spec_yaml, f"study {name!r} (stored spec)")
         _submit(store, spec, storage, address, cpus)
 
 
@@ -162,15 +160,13 @@ def report_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Summary of a study: runs with their evaluations, pretrained baselines, the metric's floor and the fitted laws."""
-    import yaml
-
     from .cli_analysis import regenerate
     from .report import build_report
     from .study_frames import study_frame
 
     with clean_errors():
         store = open_store(db, create=False)
-        spec = StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml))
+        spec = stored_spec(store.study(name).spec_yaml, f"study {name!r} (stored spec)")
         report = build_report(store, spec)
         references = {"pretrained, Heun": report.baselines.get(f"{report.metric}@heun"),
                       "real-data floor": report.floor}

@@ -283,7 +283,7 @@ STUDY_CASES = [
 ]
 
 TRAIN_CASES = [
-    Case("train-yaml-syntax-error", T, 2, ["{f}", "line 2", "invalid YAML"], {"f": SYNTAX_CONFIG}, RUN_ABSENT),
+    Case("train-yaml-syntax-error", T, 2, ["{f}:2:", "invalid YAML"], {"f": SYNTAX_CONFIG}, RUN_ABSENT),
     Case("train-yaml-not-a-mapping", T, 2, ["{f}", "expected a mapping"], {"f": "[1, 2]\n"}, RUN_ABSENT),
     Case("train-config-missing", ["train", "{tmp}/nope.yaml", "--out", "{tmp}/run"], 2, ["{tmp}/nope.yaml", "not found"],
          absent=RUN_ABSENT),
