@@ -16,6 +16,7 @@ from studies.spec import StudySpec, stored_spec
 from trainer.config import ConfigError
 
 from .common import DB_OPTION, clean_errors, err, open_store, out
+from .outputs import atomic_dir, moved
 from .sample_grids import budget_panels, is_image_study
 from .study_frames import fit_rows, resolve_column, study_frame
 
@@ -109,9 +110,10 @@ def _save(fig, out_dir: Path, name: str, written: list[Path]) -> None:
 
 
 def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path,
-               references: dict[str, float] | None = None) -> list[Path]:
+               references: dict[str, float] | None = None, damaged: frozenset[str] = frozenset()) -> list[Path]:
     """Every figure and table the study's kind supports, written under `out_dir`; `references`
-    (name -> metric value: baselines, the metric's floor) are drawn on the compute-scaling figure."""
+    (name -> metric value: baselines, the metric's floor) are drawn on the compute-scaling figure.
+    Runs in `damaged` (ids whose checkpoint does not load) are left out of what needs a checkpoint."""
     written: list[Path] = []
     rows, _ = fit_rows(df, None)
     metric = "fd" if "fd" in df.columns else next((c for c in ("swd", "energy") if c in df.columns), None)
@@ -129,7 +131,7 @@ def regenerate(df: pd.DataFrame, spec: StudySpec, out_dir: Path,
         _save(analysis.fig_training_curve(rows, x="schedule.iterations", y=metric, logy=True), out_dir,
               "metric_vs_iterations", written)
         if is_image_study(df):
-            panels = budget_panels(df)
+            panels = budget_panels(df[~df["run_id"].isin(damaged)])
             if panels:
                 _save(analysis.fig_image_panels(panels), out_dir, "samples_per_budget", written)
     if spec.kind == "model_size":
@@ -157,11 +159,16 @@ def regenerate_cmd(
     out_dir: Path = typer.Option(Path("figures"), "--out", help="Output directory (PNG and PDF per figure)."),
     db: Optional[str] = DB_OPTION,
 ) -> None:
-    """Draw every figure (and table) that a study's kind supports from its stored results."""
+    """Draw every figure (and table) that a study's kind supports from its stored results (all or nothing)."""
+    from .verify import damaged_runs
+
     with clean_errors():
         store = open_store(db, create=False)
         spec = stored_spec(store.study(study).spec_yaml, f"study {study!r} (stored spec)")
-        written = regenerate(study_frame(store, study), spec, out_dir)
+        bad = damaged_runs(store, study, lambda line: err.print(line, highlight=False, soft_wrap=True))
+        with atomic_dir(out_dir) as tmp:
+            written = moved(regenerate(study_frame(store, study), spec, tmp, damaged=frozenset(c.run_id for c in bad)),
+                            tmp, out_dir)
     for path in written:
         out.print(f"wrote {path}")
 
@@ -170,8 +177,8 @@ def regenerate_cmd(
 def paper_cmd(out_dir: Path = typer.Option(Path("figures/paper"), "--out", help="Output directory.")) -> None:
     """The figures that the paper's published numbers alone determine: Fig. 4 (right) from Table 7,
     Fig. 5 for the CIFAR-10 and ImageNet 64 schedules, and Tables 2-4 as Markdown / LaTeX / CSV."""
-    with clean_errors():
-        out_dir.mkdir(parents=True, exist_ok=True)
+    with clean_errors(), atomic_dir(out_dir) as tmp:
+        final, out_dir = out_dir, tmp
         written: list[Path] = []
         t7 = analysis.load_reference("table7")
         imagenet = analysis.nfe_long(t7[t7["dataset"].str.startswith("ImageNet")], {"fid_1step": 1, "fid_2step": 2}, "fid")
@@ -185,5 +192,6 @@ def paper_cmd(out_dir: Path = typer.Option(Path("figures/paper"), "--out", help=
                 path = out_dir / f"{name}.{suffix}"
                 path.write_text(text)
                 written.append(path)
+        written = moved(written, tmp, final)
     for path in written:
         out.print(f"wrote {path}")

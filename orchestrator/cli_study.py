@@ -13,7 +13,8 @@ from studies.spec import StudySpec, expand, load_study, stored_spec
 from trainer.config import ConfigError
 
 from .console import LiveRuns
-from .common import DB_OPTION, STORAGE_OPTION, clean_errors, err, existing_store, open_store, out
+from .common import DB_OPTION, RUNTIME, STORAGE_OPTION, clean_errors, err, existing_store, open_store, out
+from .outputs import atomic_dir, check_dir_target, moved
 from .store import FINISHED, Store, StoreError, redact
 from .study_runner import execute, plan, register
 
@@ -121,10 +122,16 @@ def resume_cmd(
     address: Optional[str] = ADDRESS,
     cpus: Optional[int] = CPUS,
 ) -> None:
-    """Continue an interrupted study from the spec stored with it; unfinished runs resume from checkpoints."""
+    """Continue an interrupted study from the spec stored with it; unfinished runs resume from checkpoints
+    (a run whose checkpoint no longer loads is trained again from its start)."""
+    from .verify import reset_damaged
+
     with clean_errors():
         store = open_store(db, create=False)
         spec = stored_spec(store.study(name).spec_yaml, f"study {name!r} (stored spec)")
+        for c in reset_damaged(store, name):
+            err.print(f"run {c.label} ({c.run_id}): checkpoint damaged ({c.problem}); training it again from its start",
+                      highlight=False, soft_wrap=True)
         _submit(store, spec, storage, address, cpus)
 
 
@@ -163,21 +170,28 @@ def report_cmd(
     from .cli_analysis import regenerate
     from .report import build_report
     from .study_frames import study_frame
+    from .verify import damaged_runs
 
     with clean_errors():
         store = open_store(db, create=False)
         spec = stored_spec(store.study(name).spec_yaml, f"study {name!r} (stored spec)")
+        if out_dir is not None:
+            check_dir_target(out_dir)
+        bad = damaged_runs(store, name, lambda line: err.print(line, highlight=False, soft_wrap=True))
         report = build_report(store, spec)
         references = {"pretrained, Heun": report.baselines.get(f"{report.metric}@heun"),
                       "real-data floor": report.floor}
-        written = regenerate(study_frame(store, name), spec, out_dir, references) if out_dir is not None else []
-    payload = {"study": name, "metric": report.metric, "floor": report.floor, "baselines": report.baselines,
-               "fits": report.fits, "seed_spread": report.spread, "headline": report.headline,
-               "runs": json.loads(report.runs.to_json(orient="records"))}
-    if out_dir is not None:
-        (out_dir / "report.json").write_text(json.dumps(payload, indent=2, default=float))
-        report.runs.to_csv(out_dir / "runs.csv", index=False)
-        written += [out_dir / "report.json", out_dir / "runs.csv"]
+        payload = {"study": name, "metric": report.metric, "floor": report.floor, "baselines": report.baselines,
+                   "fits": report.fits, "seed_spread": report.spread, "headline": report.headline,
+                   "runs": json.loads(report.runs.to_json(orient="records")),
+                   "damaged": [{"run_id": c.run_id, "label": c.label, "path": c.path, "problem": c.problem} for c in bad]}
+        written: list[Path] = []
+        if out_dir is not None:
+            with atomic_dir(out_dir) as tmp:  # all or nothing: a failure leaves out_dir as it was
+                written = regenerate(study_frame(store, name), spec, tmp, references, frozenset(c.run_id for c in bad))
+                (tmp / "report.json").write_text(json.dumps(payload, indent=2, default=float))
+                report.runs.to_csv(tmp / "runs.csv", index=False)
+                written = moved(written + [tmp / "report.json", tmp / "runs.csv"], tmp, out_dir)
     if json_out:
         out.print_json(json.dumps(payload, default=float))
         return
@@ -229,6 +243,28 @@ def _print_report(name: str, report) -> None:
             out.print(f"NFE {row['nfe']:g}: compute trend {row['trend']:+.4g} (smallest to largest budget) {verdict} "
                       f"the seed spread (max - min) {row['spread_smallest']:.3g} ({row['seeds_smallest']} seeds) "
                       f"and {row['spread_largest']:.3g} ({row['seeds_largest']} seeds)", highlight=False)
+
+
+@app.command("verify")
+def verify_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional[str] = DB_OPTION,
+               json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Load every stored checkpoint of a study (weights only), compare its step with the store, list damaged ones
+    (exit 1 if any; `ect study resume` trains them again)."""
+    from .verify import damaged, verify_study
+
+    with clean_errors():
+        store = open_store(db, create=False)
+        store.study(name)
+        checks = verify_study(store, name)
+    bad = damaged(checks)
+    if json_out:
+        out.print_json(json.dumps([c.__dict__ for c in checks]))
+    else:
+        for c in bad:
+            err.print(f"damaged: run {c.label} ({c.run_id}): {c.problem}", highlight=False, soft_wrap=True)
+        out.print(f"study {name}: {len(checks)} checkpoints checked, {len(bad)} damaged")
+    if bad:
+        raise typer.Exit(RUNTIME)
 
 
 @app.command("cancel")

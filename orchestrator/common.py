@@ -14,6 +14,7 @@ from trainer.config import ConfigError
 from trainer.data import DataError
 from trainer.metrics import MissingWeightsError
 
+from .outputs import OutputError
 from .query import FilterError
 from .store import Store, StoreError, database_url
 
@@ -42,7 +43,7 @@ def clean_errors() -> Iterator[None]:
     """Turn the project's expected errors into one line per problem on stderr and a non-zero exit code."""
     try:
         yield
-    except (ConfigError, FilterError) as e:
+    except (ConfigError, FilterError, OutputError) as e:
         err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(USAGE)
     except (DataError, CheckpointError, StoreError, MissingWeightsError, RuntimeError, ValueError) as e:
