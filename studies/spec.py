@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from trainer.config import (TAGS, ConfigError, Seed, TrainConfig, error_message, error_path, load_yaml, parse_yaml,
                             read_yaml)
@@ -84,7 +84,7 @@ class StudySpec(Strict):
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     resources: Resources = Field(default_factory=Resources)
     max_failures: int = Field(2, ge=0, le=1000, description="retries of a failed run, each from its last checkpoint")
-    max_runs: int = Field(MAX_RUNS, ge=1, description="refuse a study that expands to more runs than this (checked "
+    max_runs: int = Field(MAX_RUNS, ge=1, validate_default=True, description="refuse a study that expands to more runs than this (checked "
                                                         "before expanding); raise it for a larger study")
 
     @field_validator("name")
@@ -92,12 +92,15 @@ class StudySpec(Strict):
     def _name(cls, v: str) -> str:
         return check_name(v, "study name")
 
-    @model_validator(mode="after")
-    def _run_limit(self) -> "StudySpec":
-        n = run_count(self)
-        if n > self.max_runs:
-            raise ValueError(f"{n} runs exceed the limit of {self.max_runs} (raise with max_runs: {n} in the study file)")
-        return self
+    @field_validator("max_runs")
+    @classmethod
+    def _run_limit(cls, limit: int, info: ValidationInfo) -> int:
+        """Checked on the declared sizes (fields above this one), before anything is expanded."""
+        if {"grid", "seeds", "variants", "pretrain"} <= info.data.keys():
+            n = run_count(**{k: info.data[k] for k in ("grid", "seeds", "variants", "pretrain")})
+            if n > limit:
+                raise ValueError(f"{n} runs exceed the limit of {limit} (raise with max_runs: {n} in the study file)")
+        return limit
 
     @field_validator("variants")
     @classmethod
@@ -117,12 +120,12 @@ class StudySpec(Strict):
         return grid
 
 
-def run_count(spec: StudySpec) -> int:
+def run_count(grid: dict[str, list[Any]], seeds: list[int], variants: list[Variant], pretrain: Pretrain | None) -> int:
     """Runs a study expands to, by arithmetic alone (nothing is expanded): per variant, grid points x seeds,
     plus at most one pretraining run per grid point and variant."""
-    points = math.prod(len(v) for v in spec.grid.values())
-    per_variant = [len(v.seeds or spec.seeds) for v in spec.variants] or [len(spec.seeds)]
-    pretrains = points * len(per_variant) if spec.pretrain is not None else 0
+    points = math.prod(len(v) for v in grid.values())
+    per_variant = [len(v.seeds or seeds) for v in variants] or [len(seeds)]
+    pretrains = points * len(per_variant) if pretrain is not None else 0
     return points * sum(per_variant) + pretrains
 
 

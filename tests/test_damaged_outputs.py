@@ -126,9 +126,12 @@ def test_verify_compares_the_step_with_the_store(finished: Finished, tmp_path: P
     assert res.exit_code == 1 and "holds step 4, the store says 2" in res.stderr, res.output
 
 
+@pytest.mark.slow
 def test_damaged_run_does_not_block_the_report(finished: Finished, truncated: Path, tmp_path: Path):
     before = rows_digest(finished.db)
     out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # files already in the output directory are kept
     res = invoke("study", "report", "dmg", "--db", finished.db, "--out", out)
     assert res.exit_code == 0, res.output
     assert "Traceback" not in res.output
@@ -136,6 +139,7 @@ def test_damaged_run_does_not_block_the_report(finished: Finished, truncated: Pa
     report = json.loads((out / "report.json").read_text())
     assert [d["path"] for d in report["damaged"]] == [str(truncated)]
     assert {"compute_scaling.png", "samples_per_budget.png", "report.json", "runs.csv"} <= set(files_under(out))
+    assert (out / "notes.txt").read_text() == "mine"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary directory was left"
     figs = invoke("figures", "regenerate", "--study", "dmg", "--db", finished.db, "--out", tmp_path / "figs")
     assert figs.exit_code == 0, figs.output
@@ -143,6 +147,7 @@ def test_damaged_run_does_not_block_the_report(finished: Finished, truncated: Pa
     assert rows_digest(finished.db) == before
 
 
+@pytest.mark.slow
 def test_a_failing_report_writes_nothing(finished: Finished, tmp_path: Path):
     """A directory where a figure must go stops the report only after the figures before it were drawn:
     nothing of them may reach the output directory."""
@@ -164,16 +169,6 @@ def test_output_directory_that_is_a_file(finished: Finished, tmp_path: Path, cmd
     res = invoke(*cmd, *db, "--out", target)
     assert_clean_failure(res, 2, [str(target), "not a directory"])
     assert target.read_text() == "a file" and sorted(p.name for p in tmp_path.iterdir()) == ["figs"]
-
-
-def test_regenerate_into_an_existing_directory_keeps_other_files(finished: Finished, tmp_path: Path):
-    out = tmp_path / "figs"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    res = invoke("figures", "regenerate", "--study", "dmg", "--db", finished.db, "--out", out)
-    assert res.exit_code == 0, res.output
-    assert (out / "notes.txt").read_text() == "mine" and (out / "compute_scaling.png").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == ["figs"]
 
 
 def test_export_refuses_an_existing_file_unless_forced(finished: Finished, tmp_path: Path):
