@@ -197,3 +197,39 @@ def test_store_rows_of_the_finished_study(finished: Finished):
     evals = con.execute("select count(*) from evaluations where metric = 'fd_digits'").fetchone()[0]
     con.close()
     assert statuses == ["completed"] * 3 and evals == 3 * 2
+
+
+ROLL = {
+    "data": {"name": "swissroll", "num_samples": 1000},
+    "network": {"arch": "mlp", "hidden": 16, "depth": 1},
+    "schedule": {"batch_size": 32, "iterations": 12, "log_interval": 4, "checkpoint_interval": 6},
+    "eval": {"metric": "swd", "nfe": [1, 2], "num_samples": 100},
+}
+
+
+@pytest.mark.slow
+def test_resume_trains_a_damaged_run_again(tmp_path: Path, ray_session):
+    """A completed run whose (one, rolling) checkpoint was truncated is trained again from its start by
+    `resume` and reproduces its evaluations; the intact run is left alone."""
+    import yaml
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "redo", "kind": "ablation", "base": ROLL, "grid": {"ect.q": [2, 4]}}))
+    db, storage = tmp_path / "ect.db", tmp_path / "store"
+    assert invoke("study", "run", spec, "--db", db, "--storage", storage).exit_code == 0
+    store = Store(database_url(str(db)))
+    runs = store.runs_frame("redo").set_index("label")
+    evals = store.evaluations_frame("redo").set_index(["label", "nfe"])["value"]
+    ckpt = Path(runs.loc["q=2", "checkpoint"])
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+
+    res = invoke("study", "resume", "redo", "--db", db, "--storage", storage)
+    assert res.exit_code == 0, res.output
+    assert str(ckpt) in res.stderr and "training it again" in res.stderr
+    after = Store(database_url(str(db))).runs_frame("redo").set_index("label")
+    assert list(after["status"]) == ["completed", "completed"]
+    assert after.loc["q=2", "attempts"] == 2 and after.loc["q=4", "attempts"] == 1
+    assert Path(str(ckpt) + ".damaged").is_file() and after.loc["q=2", "step"] == 12
+    again = Store(database_url(str(db))).evaluations_frame("redo").set_index(["label", "nfe"])["value"]
+    assert again.sort_index().tolist() == pytest.approx(evals.sort_index().tolist(), rel=1e-9)
+    assert invoke("study", "verify", "redo", "--db", db).exit_code == 0
