@@ -14,6 +14,7 @@ from trainer.config import ConfigError
 from trainer.data import DataError
 from trainer.metrics import MissingWeightsError
 
+from .diskfull import describe, is_disk_full
 from .outputs import OutputError
 from .query import FilterError
 from .store import Store, StoreError, database_url
@@ -38,11 +39,28 @@ def existing_store(db: Optional[str]) -> Store | None:
     return Store(url, create=False)
 
 
+class DiskFullError(RuntimeError):
+    """A write failed for lack of space; the message names the path."""
+
+
+@contextmanager
+def _disk_full_as_error() -> Iterator[None]:
+    try:
+        yield
+    except (DiskFullError, StoreError):
+        raise
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        raise DiskFullError(describe(e)) from None
+
+
 @contextmanager
 def clean_errors() -> Iterator[None]:
     """Turn the project's expected errors into one line per problem on stderr and a non-zero exit code."""
     try:
-        yield
+        with _disk_full_as_error():
+            yield
     except (ConfigError, FilterError, OutputError) as e:
         err.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(USAGE)

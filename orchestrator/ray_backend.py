@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .diskfull import disk_full_message, is_disk_full
 from .store import Store, now
 
 # Tune's report keys we add; everything else in a result dict is Tune's own bookkeeping.
@@ -77,7 +78,13 @@ def run_trial(config: dict[str, Any]) -> None:
         cfg = cfg.model_copy(update={"init": Path(job["init"])})
     reporter = TuneReporter(job["run_id"])
     start = time.perf_counter()
-    result = train(cfg, Path(job["run_dir"]), reporter)
+    try:
+        result = train(cfg, Path(job["run_dir"]), reporter)
+    except Exception as e:  # a full disk ends the trial without a retry on the same disk (see diskfull.py)
+        if not is_disk_full(e):
+            raise
+        reporter._send("disk_full", message=disk_full_message(job["run_dir"]))
+        return
     reporter._send(
         "final", status=result.status, step=result.step, message=result.message,
         images_seen=result.images_seen, train_flops=result.train_flops,

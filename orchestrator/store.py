@@ -31,6 +31,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from .diskfull import disk_full_message, is_disk_full
+
 SCHEMA_VERSION = 1
 DEFAULT_DB = "sqlite:///ect.db"
 STATUSES = ("pending", "running", "completed", "failed", "diverged", "cancelled")
@@ -239,9 +241,14 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on any error."""
-        with self.Session() as s, s.begin():
-            yield s
+        """One transaction: committed on success, rolled back on any error; a full disk is a one-line StoreError."""
+        try:
+            with self.Session() as s, s.begin():
+                yield s
+        except OperationalError as e:
+            if is_disk_full(e):
+                raise StoreError(disk_full_message(redact(self.url))) from None
+            raise
 
     # ------------------------------------------------------------------ studies and runs
 

@@ -45,6 +45,9 @@ class StoreCallback(tune.Callback):
             self.store.add_evaluation(rid, **{k: result[k] for k in keys})
         elif kind == "checkpoint":
             self.store.update_run(rid, checkpoint=result["path"], node=result["node"])
+        elif kind == "disk_full":  # not retried: the run waits for `resume` (and space)
+            self.store.update_run(rid, status="failed", finished_at=now(), error=result["message"])
+            self._changed(rid, {"status": "failed"})
         elif kind == "final":
             keys = ("step", "images_seen", "train_flops", "flops_per_sample", "normalized_compute",
                     "num_params", "checkpoint", "wall_seconds")
