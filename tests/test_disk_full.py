@@ -16,6 +16,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,11 +33,14 @@ ECT = f"{sys.executable} -m orchestrator"
 
 def in_namespace(script: str, tmp: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run a bash script in a private mount namespace (its tmpfs mounts vanish with it)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": str(tmp / "ray"), "ECT_CACHE_DIR": str(tmp / "cache")}
+    ray_tmp = tempfile.mkdtemp(prefix="ect-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp, "ECT_CACHE_DIR": str(tmp / "cache")}
     env.pop("RAY_ADDRESS", None)
-    (tmp / "ray").mkdir(exist_ok=True)
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-euc", script], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-euc", script], cwd=tmp,
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def study(tmp: Path, name: str, hidden: int, iterations: int) -> Path:

@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .yamlio import ConfigError, YamlDoc, parse_yaml, read_yaml  # noqa: F401 - re-exported: studies/ imports trainer.config only
+from .yamlio import ConfigError, parse_yaml, read_yaml  # noqa: F401 - re-exported: studies/ imports trainer.config only
 
 
 # Upper bounds of the counts that reach the store (64-bit integers) or a torch / numpy RNG, checked at
