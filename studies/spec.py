@@ -24,8 +24,6 @@ from trainer.config import (TAGS, ConfigError, Seed, TrainConfig, error_message,
                             read_yaml)
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # matched with fullmatch: no trailing newline
-
-
 MAX_RUNS = 10_000  # default of StudySpec.max_runs: the paper's studies have at most a few hundred runs
 
 
@@ -85,8 +83,9 @@ class StudySpec(Strict):
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     resources: Resources = Field(default_factory=Resources)
     max_failures: int = Field(2, ge=0, le=1000, description="retries of a failed run, each from its last checkpoint")
-    max_runs: int = Field(MAX_RUNS, ge=1, validate_default=True, description="refuse a study that expands to more runs than this (checked "
-                                                        "before expanding); raise it for a larger study")
+    max_runs: int = Field(MAX_RUNS, ge=1, validate_default=True,
+                          description="refuse a study that expands to more runs than this (checked before "
+                                      "expanding); raise it for a larger study")
 
     @field_validator("name")
     @classmethod

@@ -3,7 +3,7 @@
 - `ect train` onto a full disk: one line that says the disk is full and names the checkpoint; no temp file left.
 - `ect study run` with `--storage` on a full disk: each run is stored `failed` with a one-line "disk full"
   error naming its run directory, and is NOT retried (one attempt, although max_failures allows two
-  more); after space is freed, `ect study resume` completes the study.
+  more); with space again, `ect study resume` completes the study.
 - `ect study run` with `--db` on a disk that fills during the study: one line naming the database, no
   traceback; the SQLite file stays intact and the study is left unfinished, to be resumed.
 """
@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
@@ -29,6 +32,7 @@ pytestmark = [
                        reason="needs root and unshare for a tmpfs in a private mount namespace"),
 ]
 ECT = f"{sys.executable} -m orchestrator"
+runner = CliRunner()
 
 
 def in_namespace(script: str, tmp: Path, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -76,26 +80,27 @@ def test_train_onto_a_full_disk(tmp_path: Path):
     assert (tmp_path / "left.txt").read_text() == ""  # the partial temp checkpoint was removed
 
 
-def test_storage_full_fails_runs_once_and_resume_completes(tmp_path: Path):
+def test_storage_full_fails_runs_once_and_resume_completes(tmp_path: Path, ray_session):
     spec = study(tmp_path, "sfull", hidden=256, iterations=4)  # ~3 MB checkpoints into a 1 MB tmpfs
     store, db = tmp_path / "store", tmp_path / "ect.db"
     store.mkdir()
-    run = f"{ECT} study run {spec} --db {db} --storage {store} --cpus 1"
     res = in_namespace(f"mount -t tmpfs -o size=1m tmpfs {store}\n"
-                       f"{run} > out1.txt 2> err1.txt && exit 9 || echo first=$?\n"
-                       f"{ECT} study status sfull --db {db} --json > status1.json\n"
-                       f"mount -o remount,size=64m {store}\n"
-                       f"{ECT} study resume sfull --db {db} --storage {store} --cpus 1 > out2.txt 2> err2.txt\n"
-                       f"{ECT} study verify sfull --db {db} > verify.txt", tmp_path)
-    assert res.returncode == 0 and "first=1" in res.stdout, res.stdout + res.stderr + _read(tmp_path, "err1.txt", "err2.txt")
-    assert "Traceback" not in _read(tmp_path, "out1.txt", "err1.txt", "out2.txt", "err2.txt")
-    first = json.loads((tmp_path / "status1.json").read_text())
+                       f"{ECT} study run {spec} --db {db} --storage {store} --cpus 1 > out.txt 2> err.txt "
+                       f"&& exit 9 || echo rc=$?\n"
+                       f"ls -A {store}/runs/* > left.txt", tmp_path)
+    assert res.returncode == 0 and "rc=1" in res.stdout, res.stdout + res.stderr + _read(tmp_path, "err.txt")
+    assert "Traceback" not in _read(tmp_path, "out.txt", "err.txt")
+    first = status(tmp_path, db, "sfull")
     for r in first["runs"]:
         assert r["status"] == "failed" and r["attempts"] == 1, r  # not retried on the full disk
         assert r["error"].startswith(f"disk full: no space left on the device holding {store}/runs/"), r["error"]
+    assert (tmp_path / "left.txt").read_text().strip() == ""  # no partial checkpoint left in the run directories
+    # the tmpfs is gone with its namespace: the same --storage path now has space (this session's Ray)
+    resumed = runner.invoke(app, ["study", "resume", "sfull", "--db", str(db), "--storage", str(store)])
+    assert resumed.exit_code == 0, resumed.output
     after = status(tmp_path, db, "sfull")
     assert after["status"] == "completed" and [r["status"] for r in after["runs"]] == ["completed"] * 2
-    assert "2 checkpoints checked, 0 damaged" in (tmp_path / "verify.txt").read_text()
+    assert runner.invoke(app, ["study", "verify", "sfull", "--db", str(db)]).exit_code == 0
 
 
 def test_database_disk_fills_during_a_study(tmp_path: Path):
