@@ -87,7 +87,7 @@ def test_storage_full_fails_runs_once_and_resume_completes(tmp_path: Path, ray_s
     res = in_namespace(f"mount -t tmpfs -o size=1m tmpfs {store}\n"
                        f"{ECT} study run {spec} --db {db} --storage {store} --cpus 1 > out.txt 2> err.txt "
                        f"&& exit 9 || echo rc=$?\n"
-                       f"ls -A {store}/runs/* > left.txt", tmp_path)
+                       f"find {store}/runs -type f > left.txt", tmp_path)
     assert res.returncode == 0 and "rc=1" in res.stdout, res.stdout + res.stderr + _read(tmp_path, "err.txt")
     assert "Traceback" not in _read(tmp_path, "out.txt", "err.txt")
     first = status(tmp_path, db, "sfull")
