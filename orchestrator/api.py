@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import pandas as pd
-import yaml
 from matplotlib.figure import Figure
 
-from studies.spec import StudySpec
+from studies.spec import StudySpec, stored_spec
 
 from .cli_analysis import figure_makers, fit_study, pareto_study
 from .cli_runs import select_runs
@@ -131,4 +130,4 @@ def figure(db: Db, study: str, kind: str) -> Figure:
 
 
 def _spec(store: Store, study: str) -> StudySpec:
-    return StudySpec.model_validate(yaml.safe_load(store.study(study).spec_yaml))
+    return stored_spec(store.study(study).spec_yaml, f"study {study!r} (stored spec)")

@@ -6,15 +6,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
-import yaml
 from rich.table import Table
 
-from studies.spec import StudySpec
+from studies.spec import StudySpec, stored_spec
 
 from .cli_options import POINTS_OPTION, FitForm, FitPoints, Sampler, points_note, print_csv, print_json
 from trainer.config import ConfigError
 
 from .common import DB_OPTION, clean_errors, err, open_store, out
+from .outputs import atomic_dir, moved
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -196,10 +196,12 @@ def _paper_model_sizes(metric_col: str) -> "pd.DataFrame | None":
 
 
 def figure_makers(df: "pd.DataFrame", spec: StudySpec, references: dict[str, float] | None = None,
-                  points: str = FitPoints.means.value) -> dict[str, Callable[[], Any]]:
+                  points: str = FitPoints.means.value,
+                  damaged: frozenset[str] = frozenset()) -> dict[str, Callable[[], Any]]:
     """Every figure the study's kind supports, by name, each drawn only when called (None: nothing to draw).
     `references` (name -> metric value: baselines, the metric's floor) go on the compute-scaling figure, and
-    the paper's published numbers are overlaid where the study measured the paper's metric."""
+    the paper's published numbers are overlaid where the study measured the paper's metric. Runs in
+    `damaged` (ids whose checkpoint does not load) are left out of what needs a checkpoint."""
     import analysis
 
     from .sample_grids import budget_panels, is_image_study
@@ -224,7 +226,8 @@ def figure_makers(df: "pd.DataFrame", spec: StudySpec, references: dict[str, flo
             rows, x="schedule.iterations", y=metric, logy=True, ylabel=label)
         if is_image_study(df):
             makers["samples_per_budget"] = lambda: (analysis.fig_image_panels(panels)
-                                                    if (panels := budget_panels(df)) else None)
+                                                    if (panels := budget_panels(df[~df["run_id"].isin(damaged)]))
+                                                    else None)
     if spec.kind == "model_size":
         makers["model_size"] = lambda: analysis.fig_model_size(
             rows.assign(mparams=rows["num_params"] / 1e6), metric=metric, gflops="model_gflops", params="mparams",
@@ -238,14 +241,15 @@ def figure_makers(df: "pd.DataFrame", spec: StudySpec, references: dict[str, flo
 
 
 def regenerate(df: "pd.DataFrame", spec: StudySpec, out_dir: Path,
-               references: dict[str, float] | None = None, points: str = FitPoints.means.value) -> list[Path]:
+               references: dict[str, float] | None = None, points: str = FitPoints.means.value,
+               damaged: frozenset[str] = frozenset()) -> list[Path]:
     """Every figure (`figure_makers`) and table the study's kind supports, written under `out_dir`."""
     import analysis
 
     from .study_frames import fit_rows
 
     written: list[Path] = []
-    makers = figure_makers(df, spec, references, points)
+    makers = figure_makers(df, spec, references, points, damaged)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, make in makers.items():
         fig = make()
@@ -271,13 +275,17 @@ def regenerate_cmd(
     points: FitPoints = POINTS_OPTION,
     db: Optional[str] = DB_OPTION,
 ) -> None:
-    """Draw every figure (and table) that a study's kind supports from its stored results."""
+    """Draw every figure (and table) that a study's kind supports from its stored results (all or nothing)."""
     from .study_frames import study_frame
+    from .verify import damaged_runs
 
     with clean_errors():
         store = open_store(db, create=False, readonly=True)
-        spec = StudySpec.model_validate(yaml.safe_load(store.study(study).spec_yaml))
-        written = regenerate(study_frame(store, study), spec, out_dir, points=points.value)
+        spec = stored_spec(store.study(study).spec_yaml, f"study {study!r} (stored spec)")
+        bad = damaged_runs(store, study, lambda line: err.print(line, highlight=False, soft_wrap=True))
+        with atomic_dir(out_dir) as tmp:
+            written = moved(regenerate(study_frame(store, study), spec, tmp, points=points.value,
+                                       damaged=frozenset(c.run_id for c in bad)), tmp, out_dir)
     for path in written:
         out.print(f"wrote {path}")
 
@@ -288,8 +296,8 @@ def paper_cmd(out_dir: Path = typer.Option(Path("figures/paper"), "--out", help=
     Fig. 5 for the CIFAR-10 and ImageNet 64 schedules, and Tables 2-4 as Markdown / LaTeX / CSV."""
     import analysis
 
-    with clean_errors():
-        out_dir.mkdir(parents=True, exist_ok=True)
+    with clean_errors(), atomic_dir(out_dir) as tmp:
+        final, out_dir = out_dir, tmp
         written: list[Path] = []
         t7 = analysis.load_reference("table7")
         imagenet = analysis.nfe_long(t7[t7["dataset"].str.startswith("ImageNet")], {"fid_1step": 1, "fid_2step": 2}, "fid")
@@ -303,5 +311,6 @@ def paper_cmd(out_dir: Path = typer.Option(Path("figures/paper"), "--out", help=
                 path = out_dir / f"{name}.{suffix}"
                 path.write_text(text)
                 written.append(path)
+        written = moved(written, tmp, final)
     for path in written:
         out.print(f"wrote {path}")

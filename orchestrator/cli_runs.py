@@ -14,6 +14,7 @@ from rich.table import Table
 
 from .cli_options import print_json
 from .common import DB_OPTION, clean_errors, open_store, out
+from .outputs import atomic_file, check_file_target
 from .query import FilterError, condition, parse_where
 from .store import STATUSES, Run, Store, StudyRun
 
@@ -134,16 +135,16 @@ def export_cmd(
     db: Optional[str] = DB_OPTION,
     study: Optional[str] = typer.Option(None, "--study", help="Only runs of this study."),
     where: list[str] = WHERE,
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Write one CSV row per (run, evaluation) with every config parameter, for analysis elsewhere."""
     with clean_errors():
+        check_file_target(out_path, force)
         store = open_store(db, create=False, readonly=True)
         runs = select_runs(store, where, study, None, "")
         params = store.params_frame(list(runs["run_id"]))
         evals = store.evaluations_frame(study).drop(columns=["study", "label"]).drop_duplicates()
         df = runs.merge(evals, on="run_id", how="left", suffixes=("", "_eval")).join(params, on="run_id")
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        df.to_csv(tmp, index=False)
-        tmp.replace(out_path)
+        with atomic_file(out_path, force) as tmp:
+            df.to_csv(tmp, index=False)
     out.print(f"wrote {len(df)} rows to {out_path}")

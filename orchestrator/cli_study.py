@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pandas as pd
 import typer
 from rich.table import Table
 
-from studies.spec import StudySpec, expand, load_study
+from studies.spec import StudySpec, expand, load_study, stored_spec
 from trainer.config import ConfigError
 
 from .console import study_view
@@ -20,6 +20,7 @@ from .common import DASHBOARD_OPTION, DB_OPTION, RUNTIME, STORAGE_OPTION, TRACK_
 from .jobs import GRACE_S, job_state, stop_submitted
 from .jobs import logs as job_logs
 from .jobs import submit as submit_job
+from .outputs import atomic_dir, check_dir_target, moved
 from .store import FINISHED, Store, StoreError, redact
 from .study_runner import StopRequest, execute, plan, register
 from .tracking import fan_out, live_tracking, tracker_for
@@ -184,12 +185,16 @@ def resume_cmd(
     address: Optional[str] = ADDRESS,
     cpus: Optional[int] = CPUS,
 ) -> None:
-    """Continue an interrupted study from the spec stored with it; unfinished runs resume from checkpoints."""
-    import yaml
+    """Continue an interrupted study from the spec stored with it; unfinished runs resume from checkpoints
+    (a run whose checkpoint no longer loads is trained again from its start)."""
+    from .verify import reset_damaged
 
     with clean_errors():
         store = open_store(db, create=False)
-        spec = StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml))
+        spec = stored_spec(store.study(name).spec_yaml, f"study {name!r} (stored spec)")
+        for c in reset_damaged(store, name):
+            err.print(f"run {c.label} ({c.run_id}): checkpoint damaged ({c.problem}); training it again from its start",
+                      highlight=False, soft_wrap=True)
         code = _submit(store, spec, storage, address, cpus)
     raise typer.Exit(code)
 
@@ -249,7 +254,8 @@ def report_cmd(
 ) -> None:
     """Summary of a study: runs with their evaluations, pretrained baselines, the metric's floor and the fitted laws."""
     with clean_errors():
-        report, payload, written = _report(open_store(db, create=False, readonly=True), name, out_dir, points.value)
+        report, payload, written = _report(open_store(db, create=False, readonly=True), name, out_dir, points.value,
+                                           lambda line: err.print(line, highlight=False, soft_wrap=True))
     if json_out:
         print_json(payload)
         return
@@ -258,26 +264,33 @@ def report_cmd(
         out.print(f"wrote {path}")
 
 
-def _report(store: Store, name: str, out_dir: Optional[Path],
-            points: str = FitPoints.means.value) -> tuple[Any, dict, list[Path]]:
-    """(report, its JSON payload, files written): with `out_dir`, the figures, report.json and runs.csv go there."""
-    import yaml
-
+def _report(store: Store, name: str, out_dir: Optional[Path], points: str = FitPoints.means.value,
+            warn: Callable[[str], None] = lambda _: None) -> tuple[Any, dict, list[Path]]:
+    """(report, its JSON payload, files written): with `out_dir`, the figures, report.json and runs.csv go there,
+    all or nothing. Runs whose checkpoint is damaged are named through `warn`, listed and left out of the figures."""
     from .cli_analysis import regenerate
     from .report import build_report
     from .study_frames import study_frame
+    from .verify import damaged_runs
 
-    spec = StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml))
+    spec = stored_spec(store.study(name).spec_yaml, f"study {name!r} (stored spec)")
+    if out_dir is not None:
+        check_dir_target(out_dir)
+    bad = damaged_runs(store, name, warn)
     report = build_report(store, spec, points)
     references = {"pretrained, Heun": report.baselines.get(f"{report.metric}@heun"), "real-data floor": report.floor}
-    written = regenerate(study_frame(store, name), spec, out_dir, references, points) if out_dir is not None else []
     payload = {"study": name, "metric": report.metric, "floor": report.floor, "baselines": report.baselines,
-               "fit_points": report.points, "fits": report.fits, "seed_spread": report.spread, "headline": report.headline,
-               "runs": json.loads(report.runs.to_json(orient="records"))}
+               "fit_points": report.points, "fits": report.fits, "seed_spread": report.spread,
+               "headline": report.headline, "runs": json.loads(report.runs.to_json(orient="records")),
+               "damaged": [{"run_id": c.run_id, "label": c.label, "path": c.path, "problem": c.problem} for c in bad]}
+    written: list[Path] = []
     if out_dir is not None:
-        (out_dir / "report.json").write_text(json.dumps(payload, indent=2, default=float))
-        report.runs.to_csv(out_dir / "runs.csv", index=False)
-        written += [out_dir / "report.json", out_dir / "runs.csv"]
+        with atomic_dir(out_dir) as tmp:  # all or nothing: a failure leaves out_dir as it was
+            written = regenerate(study_frame(store, name), spec, tmp, references, points,
+                                 frozenset(c.run_id for c in bad))
+            (tmp / "report.json").write_text(json.dumps(payload, indent=2, default=float))
+            report.runs.to_csv(tmp / "runs.csv", index=False)
+            written = moved(written + [tmp / "report.json", tmp / "runs.csv"], tmp, out_dir)
     return report, payload, written
 
 
@@ -340,11 +353,9 @@ def sync_tracking_cmd(
     track: Optional[str] = TRACK_OPTION,
 ) -> None:
     """Upload to the tracker whatever of a study it lacks (runs, params, metrics, report); safe to repeat."""
-    import yaml
-
     with clean_errors():
         store = open_store(db, create=False, readonly=True)
-        target = track or StudySpec.model_validate(yaml.safe_load(store.study(name).spec_yaml)).tracking
+        target = track or stored_spec(store.study(name).spec_yaml, f"study {name!r} (stored spec)").tracking
         if target is None:
             raise ConfigError(f"study {name!r} declares no tracking: give --track mlflow:URI")
         tracker = tracker_for(target)
@@ -355,6 +366,28 @@ def sync_tracking_cmd(
         except Exception as e:  # the tracker's own errors (unreachable server, HTTP errors): one line, exit 1
             raise RuntimeError(f"tracking at {redact(tracker.uri)}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     out.print(f"study {name} synced to {redact(tracker.uri)}: {counts}", highlight=False, soft_wrap=True)
+
+
+@app.command("verify")
+def verify_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional[str] = DB_OPTION,
+               json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Load every stored checkpoint of a study (weights only), compare its step with the store, list damaged ones
+    (exit 1 if any; `ect study resume` trains them again)."""
+    from .verify import damaged, verify_study
+
+    with clean_errors():
+        store = open_store(db, create=False, readonly=True)
+        store.study(name)
+        checks = verify_study(store, name)
+    bad = damaged(checks)
+    if json_out:
+        out.print_json(json.dumps([c.__dict__ for c in checks]))
+    else:
+        for c in bad:
+            err.print(f"damaged: run {c.label} ({c.run_id}): {c.problem}", highlight=False, soft_wrap=True)
+        out.print(f"study {name}: {len(checks)} checkpoints checked, {len(bad)} damaged")
+    if bad:
+        raise typer.Exit(RUNTIME)
 
 
 @app.command("cancel")

@@ -13,6 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from trainer.config import ConfigError
 
 from .cli_options import pipe_console
+from .diskfull import describe, is_disk_full
+from .outputs import OutputError
 from .query import FilterError
 from .store import DEFAULT_DB, NoStoreError, Store, StoreError, database_url, redact
 
@@ -67,7 +69,7 @@ def error_code(e: BaseException) -> int | None:
     are the CLI's own control flow, never an error to report."""
     if isinstance(e, (typer.Exit, typer.Abort)):
         return None
-    if isinstance(e, (ConfigError, FilterError)):
+    if isinstance(e, (ConfigError, FilterError, OutputError)):
         return USAGE
     if isinstance(e, (SQLAlchemyError, StoreError, RuntimeError, ValueError, *_loaded_runtime_errors())):
         return RUNTIME
@@ -84,11 +86,28 @@ def _fail(message: object, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+class DiskFullError(RuntimeError):
+    """A write failed for lack of space; the message names the path."""
+
+
+@contextmanager
+def _disk_full_as_error() -> Iterator[None]:
+    try:
+        yield
+    except (DiskFullError, StoreError):
+        raise
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        raise DiskFullError(describe(e)) from None
+
+
 @contextmanager
 def clean_errors() -> Iterator[None]:
     """Turn the project's expected errors into one line per problem on stderr and a non-zero exit code."""
     try:
-        yield
+        with _disk_full_as_error():
+            yield
     except Exception as e:
         code = error_code(e)
         if code is None:

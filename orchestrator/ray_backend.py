@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .diskfull import disk_full_message, is_disk_full
 from .store import Store
 
 # Tune's report keys we add; everything else in a result dict is Tune's own bookkeeping.
@@ -110,7 +111,13 @@ def _train_job(job: dict[str, Any], reporter: TuneReporter) -> None:
     if job.get("init"):
         cfg = cfg.model_copy(update={"init": Path(job["init"])})
     start = time.perf_counter()
-    result = train(cfg, Path(job["run_dir"]), reporter)
+    try:
+        result = train(cfg, Path(job["run_dir"]), reporter)
+    except Exception as e:  # a full disk ends the trial without a retry on the same disk (see diskfull.py)
+        if not is_disk_full(e):
+            raise
+        reporter._send("disk_full", message=disk_full_message(job["run_dir"]))
+        return
     if not distributed.current().is_main:  # rank 0 reports the run's outcome
         return
     reporter._send(

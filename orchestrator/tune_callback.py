@@ -48,6 +48,8 @@ class StoreCallback(tune.Callback):
             self.store.add_evaluation(rid, **{k: result[k] for k in keys})
         elif kind == "checkpoint":
             self.store.update_run(rid, checkpoint=result["path"], node=result["node"])
+        elif kind == "disk_full":  # not retried: the driver's Work marks it failed; it waits for `resume` (and space)
+            self.store.update_run(rid, finished_at=now(), error=result["message"])
         elif kind == "final":
             keys = ("step", "images_seen", "train_flops", "flops_per_sample", "normalized_compute",
                     "num_params", "checkpoint", "wall_seconds")
@@ -142,6 +144,8 @@ class DependencySearcher(Searcher):
             return
         if not error and result and result.get(KIND) == "final":
             self.work.ended(run_id, result["status"], {"message": result.get("message")})
+        elif not error and result and result.get(KIND) == "disk_full":  # not retried on the still-full disk
+            self.work.ended(run_id, "failed", {"message": result["message"]})
         else:
             self.work.ended(run_id, "failed", {"message": None if error else "trial ended without a final report"})
 

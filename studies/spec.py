@@ -11,18 +11,22 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from trainer.config import TAGS, ConfigError, TrainConfig, batch_error, error_message, error_path, load_yaml
+from trainer.config import (TAGS, ConfigError, Seed, TrainConfig, batch_error, error_message, error_path, load_yaml,
+                            parse_yaml, read_yaml)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # matched with fullmatch: no trailing newline
 MAX_NAME_LENGTH = 64  # the store's column for study names
 MAX_LABEL_LENGTH = 128  # the store's column for run labels (variant label, grid values and seed joined)
+MAX_RUNS = 10_000  # default of StudySpec.max_runs: the paper's studies have at most a few hundred runs
 
 
 class Strict(BaseModel):
@@ -31,7 +35,7 @@ class Strict(BaseModel):
 
 def check_name(value: str, what: str = "name") -> str:
     """Names become directory names: letters, digits, '_', '-', '.', no leading dot, at most 64."""
-    if not NAME_RE.match(value) or ".." in value:
+    if not NAME_RE.fullmatch(value) or ".." in value:
         raise ValueError(f"{what} {value!r}: use letters, digits, '_', '-' and '.' (no '..', no leading dot)")
     return value
 
@@ -63,7 +67,7 @@ class Variant(Strict):
 
     label: str
     overrides: dict[str, Any] = Field(default_factory=dict)
-    seeds: list[int] | None = Field(None, min_length=1,
+    seeds: list[Seed] | None = Field(None, min_length=1,
                                     description="training seeds of this variant (e.g. extra seeds at the ends of a "
                                                 "scaling curve); default: the study's seeds")
     resources: Resources | None = Field(None, description="this variant's runs; default: the study's resources "
@@ -110,9 +114,12 @@ class StudySpec(Strict):
     variants: list[Variant] = Field(default_factory=list)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     pretrain: Pretrain | None = None
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     resources: Resources = Field(default_factory=Resources)
-    max_failures: int = Field(2, ge=0, description="retries of a failed run, each from its last checkpoint")
+    max_failures: int = Field(2, ge=0, le=1000, description="retries of a failed run, each from its last checkpoint")
+    max_runs: int = Field(MAX_RUNS, ge=1, validate_default=True,
+                          description="refuse a study that expands to more runs than this (checked before "
+                                      "expanding); raise it for a larger study")
     tracking: str | None = Field(None, description="mirror the study into an experiment tracker: mlflow or mlflow:URI "
                                                    "(`--track` overrides it)")
 
@@ -128,11 +135,21 @@ class StudySpec(Strict):
     def _name(cls, v: str) -> str:
         return check_name(v, "study name")
 
+    @field_validator("max_runs")
+    @classmethod
+    def _run_limit(cls, limit: int, info: ValidationInfo) -> int:
+        """Checked on the declared sizes (fields above this one), before anything is expanded."""
+        if {"grid", "seeds", "variants", "pretrain"} <= info.data.keys():
+            n = run_count(**{k: info.data[k] for k in ("grid", "seeds", "variants", "pretrain")})
+            if n > limit:
+                raise ValueError(f"{n} runs exceed the limit of {limit} (raise with max_runs: {n} in the study file)")
+        return limit
+
     @field_validator("variants")
     @classmethod
     def _unique_labels(cls, variants: list[Variant]) -> list[Variant]:
         labels = [v.label for v in variants]
-        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        dupes = sorted(x for x, n in Counter(labels).items() if n > 1)  # linear: a file may hold thousands
         if dupes:
             raise ValueError(f"variant labels must be unique, repeated: {dupes}")
         return variants
@@ -144,6 +161,15 @@ class StudySpec(Strict):
         if empty:
             raise ValueError(f"each grid axis needs at least one value: {', '.join('grid.' + k for k in empty)}")
         return grid
+
+
+def run_count(grid: dict[str, list[Any]], seeds: list[int], variants: list[Variant], pretrain: Pretrain | None) -> int:
+    """Runs a study expands to, by arithmetic alone (nothing is expanded): per variant, grid points x seeds,
+    plus at most one pretraining run per grid point and variant."""
+    points = math.prod(len(v) for v in grid.values())
+    per_variant = [len(v.seeds or seeds) for v in variants] or [len(seeds)]
+    pretrains = points * len(per_variant) if pretrain is not None else 0
+    return points * sum(per_variant) + pretrains
 
 
 class RunSpec(BaseModel):
@@ -263,22 +289,6 @@ def expand(spec: StudySpec) -> list[RunSpec]:
 # --------------------------------------------------------------------------- loading with YAML lines
 
 
-def _key_lines(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
-    """Map each mapping key / sequence item path to its 1-based line in the YAML source."""
-    lines: dict[tuple, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            p = path + (k.value,)
-            lines[p] = k.start_mark.line + 1
-            lines.update(_key_lines(v, p))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            p = path + (i,)
-            lines[p] = v.start_mark.line + 1
-            lines.update(_key_lines(v, p))
-    return lines
-
-
 def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
     """The YAML line of the longest known prefix of an error location."""
     for n in range(len(loc), 0, -1):
@@ -300,15 +310,8 @@ def _errors(err: ValidationError, source: str, lines: dict[tuple, int]) -> list[
 def load_study(path: Path) -> StudySpec:
     """Load a study YAML; every problem (also in variants and grid points) is reported at once with its line."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: study file not found")
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text)) if raw is not None else {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    doc = read_yaml(path, "study file")
+    raw, lines = doc.data, doc.lines
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with name, kind, base, variants/grid")
     if isinstance(raw.get("base"), str):  # base: a TrainConfig YAML file, relative to the study file
@@ -350,6 +353,14 @@ def _resolution_errors(spec: StudySpec, raw: dict, source: str, lines: dict[tupl
                 label = ".".join(str(p) for p in where)
                 problems.append(f"{source}:{line or '?'}: {label}: {dotted or '(config)'}: {error_message(err)}")
     return problems
+
+
+def stored_spec(text: str, source: str) -> StudySpec:
+    """A study spec from the YAML stored with it (see `dump_spec`), parsed with the same bounds as a file."""
+    try:
+        return StudySpec.model_validate(parse_yaml(text, source).data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {error_path(tuple(e.errors()[0]['loc']))}: {error_message(e.errors()[0])}") from None
 
 
 def dump_spec(spec: StudySpec) -> str:

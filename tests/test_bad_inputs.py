@@ -299,7 +299,7 @@ TRAIN_CASES = [
     Case("train-workers-zero", [*T, "--workers", "0"], 2, ["--workers: 0"], {"f": ROLL}, RUN_ABSENT),
     Case("train-batch-not-divisible-by-workers", [*T, "--workers", "3"], 2,
          ["{f}: schedule.batch_size: 16 is not divisible by 3 workers"], {"f": ROLL}, RUN_ABSENT),
-    Case("train-yaml-syntax-error", T, 2, ["{f}", "line 2", "invalid YAML"], {"f": SYNTAX_CONFIG}, RUN_ABSENT),
+    Case("train-yaml-syntax-error", T, 2, ["{f}:2:", "invalid YAML"], {"f": SYNTAX_CONFIG}, RUN_ABSENT),
     Case("train-yaml-not-a-mapping", T, 2, ["{f}", "expected a mapping"], {"f": "[1, 2]\n"}, RUN_ABSENT),
     Case("train-config-missing", ["train", "{tmp}/nope.yaml", "--out", "{tmp}/run"], 2, ["{tmp}/nope.yaml", "not found"],
          absent=RUN_ABSENT),
@@ -481,6 +481,91 @@ WHERE_CASES = [
     Case("json-and-csv", ["runs", "list", "--db", "{db}", "--json", "--csv"], 2, ["--json", "--csv"]),
 ]
 
+# hostile YAML (issue 18): every class is refused in one line naming the file, before anything is expanded;
+# tests/test_hostile_inputs.py bounds the time and memory of the same classes in a subprocess.
+def alias_bomb(levels: int = 9, fan: int = 9) -> str:
+    """Nested anchors and aliases: `fan ** levels` values once expanded, a few hundred bytes on disk."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * fan) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * fan) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def deep_block(depth: int = 400) -> str:
+    return "".join(" " * i + f"k{i}:\n" for i in range(depth)) + " " * depth + "x: 1\n"
+
+
+STUDY_BOMB = "name: bomb\nbase: {data: {name: swissroll}, network: {arch: mlp}}\n" + alias_bomb()
+DEEP_FLOW = "name: deep\ngrid: {network.dropout: " + "[" * 100_000 + "]" * 100_000 + "}\n"
+DUP_KEY_STUDY = "name: dup\nseeds: [0]\nbase: {data: {name: swissroll}, network: {arch: mlp}}\nseeds: [5]\n"
+DUP_KEY_CONFIG = "data: {name: swissroll}\nnetwork:\n  arch: mlp\n  hidden: 16\n  hidden: 32\n"
+RECURSIVE = "name: rec\ngrid: &g {network.dropout: [*g]}\n"
+MILLION = {"network.dropout": [i / 10 for i in range(10)], "ect.q": list(range(2, 12)), "ect.k": list(range(10)),
+           "ect.b": list(range(1, 11)), "ect.c": list(range(10)), "optim.t_ref": list(range(1, 11))}  # 10^6 points
+
+HOSTILE_CASES = [
+    Case("study-yaml-alias-bomb", V, 2, ["re:{f_re}:\\d+: ", "aliases"], {"f": STUDY_BOMB}),
+    Case("study-yaml-alias-bomb-plan", ["study", "plan", "{f}", "--db", "{db}"], 2, ["{f}:", "aliases"],
+         {"f": STUDY_BOMB}),
+    Case("study-yaml-expansion-bomb", V, 2, ["{f}:", "expands to more than"], {"f": "name: b\n" + alias_bomb(6, 9)}),
+    Case("study-yaml-recursive-alias", V, 2, ["{f}:2:", "recursive alias"], {"f": RECURSIVE}),
+    Case("study-yaml-deep-flow", V, 2, ["{f}:", "nest"], {"f": DEEP_FLOW}),
+    Case("study-yaml-deep-block", V, 2, ["re:{f_re}:\\d+: nested more than \\d+ levels"], {"f": deep_block()}),
+    Case("study-yaml-duplicate-key", V, 2, ["{f}:4:", "duplicate key 'seeds'", "line 2", "line 4"],
+         {"f": DUP_KEY_STUDY}),
+    Case("study-yaml-too-large", V, 2, ["{f}", "KiB"], {"f": "name: big\n" + "# padding\n" * 40_000}),
+    Case("study-base-file-alias-bomb", V, 2, ["{b}:", "aliases"], {"b": alias_bomb(), "f": study(base="b.yaml")}),
+    Case("train-yaml-alias-bomb", T, 2, ["{f}:", "aliases"], {"f": alias_bomb()}, RUN_ABSENT),
+    Case("train-yaml-deep-block", T, 2, ["{f}:", "nested more than"], {"f": deep_block()}, RUN_ABSENT),
+    Case("train-yaml-duplicate-key", T, 2, ["{f}:5:", "duplicate key 'hidden'", "line 4"], {"f": DUP_KEY_CONFIG},
+         RUN_ABSENT),
+    Case("train-yaml-not-utf8", T, 2, ["{f}", "UTF-8"], {"f": b"data: \xff\xfe\n"}, RUN_ABSENT),
+]
+
+# expansion limits, whole-string names and integer bounds
+LIMIT_CASES = [
+    Case("study-grid-million-runs", V, 2, ["{f}", "1000000 runs exceed the limit of 10000", "max_runs"],
+         {"f": study(grid=MILLION)}),
+    Case("study-grid-million-runs-run", ["study", "run", "{f}", "--db", "{db}"], 2, ["1000000 runs exceed"],
+         {"f": study(grid=MILLION)}),
+    Case("study-seeds-over-limit", V, 2, ["{f}", "40000 runs exceed the limit of 10000"],
+         {"f": study(seeds=list(range(20_000)))}),
+    Case("study-variant-seeds-over-limit", V, 2, ["{f}", "runs exceed the limit"],
+         {"f": study(grid={"network.dropout": [0.0, 0.1, 0.2]},
+                     variants=[{"label": "a", "seeds": list(range(5000))}])}),
+    Case("study-max-runs-lowered", V, 2, ["{f}", "2 runs exceed the limit of 1 (raise with max_runs: 2"],
+         {"f": study(max_runs=1)}),
+    Case("study-name-trailing-newline", V, 2, ["{f}:1:", "study name 'evil\\n'"], {"f": study(name="evil\n")}),
+    Case("study-label-trailing-newline", V, 2, ["{f}", "variant label 'a\\n'"],
+         {"f": study(grid={}, variants=[{"label": "a\n", "overrides": {"ect.q": 3}}])}),
+    Case("study-iterations-1e20", ["study", "run", "{f}", "--db", "{db}"], 2,
+         ["re:{f_re}:\\d+: base\\.schedule\\.iterations"], {"f": study_base("schedule.iterations", 1e20)}),
+    Case("study-grid-iterations-1e20", V, 2, ["re:{f_re}:\\d+: grid\\.schedule\\.iterations", "schedule.iterations"],
+         {"f": study(grid={"schedule.iterations": [10, 10**20]})}),
+    Case("study-seed-2-70", V, 2, ["re:{f_re}:\\d+: seeds\\.0"], {"f": study(seeds=[2**70])}),
+    Case("study-batch-size-huge", V, 2, ["base.schedule.batch_size"], {"f": study_base("schedule.batch_size", 10**12)}),
+    Case("study-max-failures-huge", V, 2, ["max_failures"], {"f": study(max_failures=10**20)}),
+    Case("train-iterations-1e20", T, 2, ["{f}: schedule.iterations"], {"f": roll("schedule.iterations", 1e20)},
+         RUN_ABSENT),
+    Case("train-seed-2-70", T, 2, ["{f}: seed"], {"f": {**ROLL, "seed": 2**70}}, RUN_ABSENT),
+    Case("train-seed-negative", T, 2, ["{f}: seed"], {"f": {**ROLL, "seed": -1}}, RUN_ABSENT),
+    Case("train-eval-seed-2-64", T, 2, ["{f}: eval.seed"], {"f": roll("eval.seed", 2**64)}, RUN_ABSENT),
+    Case("train-data-seed-2-40", T, 2, ["{f}: data.seed"], {"f": roll("data.seed", 2**40)}, RUN_ABSENT),
+    Case("train-log-interval-huge", T, 2, ["{f}: schedule.log_interval"], {"f": roll("schedule.log_interval", 10**19)},
+         RUN_ABSENT),
+    Case("train-nfe-huge", T, 2, ["{f}: eval.nfe.0"], {"f": roll("eval.nfe", [10**9])}, RUN_ABSENT),
+]
+
+# output targets of `runs export`
+EXPORT_CASES = [
+    Case("export-onto-directory", ["runs", "export", "{tmp}", "--db", "{db}"], 2, ["{tmp}", "is a directory"],
+         absent=["{tmp}.tmp"]),
+    Case("export-parent-is-a-file", ["runs", "export", "{f}/out.csv", "--db", "{db}"], 2, ["{f}", "not a directory"],
+         {"f": "a file, not a directory\n"}),
+    Case("export-existing-file", ["runs", "export", "{f}", "--db", "{db}"], 2, ["{f}", "exists", "--force"],
+         {"f": "keep me\n"}),
+]
+
+
 ANALYSIS_CASES = [
     Case("analyze-fit-form-cubic", ["analyze", "fit", "--study", "s", "--form", "cubic", "--db", "{db}"], 2,
          ["--form", "'cubic'"]),
@@ -497,7 +582,8 @@ MISUSE_CASES = [
     Case("cli-runs-unknown-option", ["runs", "list", "--db", "{db}", "--bogus"], 2, ["--bogus"]),
 ]
 
-CASES = [*STUDY_CASES, *TRAIN_CASES, *DATA_CASES, *CHECKPOINT_CASES, *IMPORT_CASES, *DB_CASES, *ID_CASES,
+CASES = [*STUDY_CASES, *TRAIN_CASES, *HOSTILE_CASES, *LIMIT_CASES, *EXPORT_CASES, *DATA_CASES, *CHECKPOINT_CASES,
+         *IMPORT_CASES, *DB_CASES, *ID_CASES,
          *WHERE_CASES, *ANALYSIS_CASES, *MISUSE_CASES]
 assert len({c.id for c in CASES}) == len(CASES)
 

@@ -62,7 +62,7 @@ def test_round_trip_json():
         ("learning_rate: 1\n", "cfg.yaml: learning_rate: unknown field"),
         ("data: {name: mnist}\n", "cfg.yaml: data: Input tag 'mnist' found using 'name' does not match"),
         ("device: tpu\n", "cfg.yaml: device: Value error, expected auto, cpu, cuda or cuda:N"),
-        ("ect: [1, 2\n", "cfg.yaml: line"),
+        ("ect: [1, 2\n", "cfg.yaml:2: invalid YAML"),
         ("- a\n- b\n", "expected a mapping"),
         ("data: {name: swissroll}\n", "network.arch must be 'mlp'"),
     ],

@@ -40,6 +40,8 @@ def _atomic_save(path: Path, obj: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except RuntimeError as e:  # torch's short-write "enforce fail": say which file (a full disk, usually)
+        raise CheckpointError(f"{path}: could not write the checkpoint ({str(e).strip().splitlines()[0][:200]})") from e
     finally:
         tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -10,8 +10,20 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .yamlio import ConfigError, parse_yaml, read_yaml  # noqa: F401 - re-exported: studies/ imports trainer.config only
+
+
+# Upper bounds of the counts that reach the store (64-bit integers) or a torch / numpy RNG, checked at
+# validation so that a typo (iterations: 1e20) is refused naming its field, not at run time.
+MAX_SEED = 2**63 - 2  # seeds, and seed + 1 (the data stream), fit torch.manual_seed and a 64-bit integer column
+MAX_ITERATIONS = 10**10
+MAX_BATCH = 10**8  # MAX_ITERATIONS * MAX_BATCH < 2**63: images seen fit a 64-bit integer
+MAX_SAMPLES = 10**8
+MAX_STEPS = 10**4  # sampler steps, NFE, ECT stages
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+DataSeed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's RandomState (scikit-learn generators) takes 32 bits
 
 
 class Strict(BaseModel):
@@ -34,9 +46,9 @@ class SwissRollData(Strict):
     """2-D swiss roll (scikit-learn's generator), scaled to roughly unit-σ_data spread."""
 
     name: Literal["swissroll"] = "swissroll"
-    num_samples: int = Field(10_000, ge=16)
+    num_samples: int = Field(10_000, ge=16, le=MAX_SAMPLES)
     noise: float = Field(0.3, ge=0.0)
-    seed: int = 0
+    seed: DataSeed = 0
 
 
 class Cifar10Data(Strict):
@@ -167,7 +179,7 @@ class ECTConfig(Strict):
     P_mean: float = -1.1
     P_std: float = Field(2.0, gt=0.0)
     q: float = Field(2.0, gt=1.0)
-    stages: int = Field(8, ge=1, description="number of stages; d = ceil(iterations / stages), shortened where needed to reach the last stage")
+    stages: int = Field(8, ge=1, le=MAX_STEPS, description="number of stages; d = ceil(iterations / stages), shortened where needed to reach the last stage")
     k: float = Field(8.0, ge=0.0)
     b: float = Field(1.0, gt=0.0)
     weighting: Weighting = "inv_delta_t"
@@ -200,7 +212,7 @@ class OptimConfig(Strict):
     decay: Literal["constant", "inv_sqrt"] = Field(
         "constant", description="inv_sqrt: lr / sqrt(max(iters / t_ref, 1)) (EDM2)"
     )
-    t_ref: int = Field(2000, ge=1)
+    t_ref: int = Field(2000, ge=1, le=MAX_ITERATIONS)
 
     @field_validator("betas")
     @classmethod
@@ -231,14 +243,14 @@ EMAConfig = Annotated[Union[ClassicEMAConfig, PowerEMAConfig], Field(discriminat
 
 
 class ScheduleConfig(Strict):
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     batch_per_device: int | None = Field(
-        None, ge=1, description="micro-batch per forward; gradients are accumulated up to batch_size"
+        None, ge=1, le=MAX_BATCH, description="micro-batch per forward; gradients are accumulated up to batch_size"
     )
-    iterations: int = Field(100_000, ge=1)
-    log_interval: int = Field(100, ge=1)
-    eval_interval: int = Field(0, ge=0, description="0: evaluate at the end only (when eval.metric is set)")
-    checkpoint_interval: int = Field(0, ge=0, description="0: checkpoint at the end only")
+    iterations: int = Field(100_000, ge=1, le=MAX_ITERATIONS)
+    log_interval: int = Field(100, ge=1, le=MAX_ITERATIONS)
+    eval_interval: int = Field(0, ge=0, le=MAX_ITERATIONS, description="0: evaluate at the end only (when eval.metric is set)")
+    checkpoint_interval: int = Field(0, ge=0, le=MAX_ITERATIONS, description="0: checkpoint at the end only")
 
 
 class GPUConfig(Strict):
@@ -254,7 +266,7 @@ class SamplingConfig(Strict):
     mid_times: list[Annotated[float, Field(gt=0.0)]] = Field(
         default_factory=lambda: [0.821], description="intermediate times for multistep consistency sampling"
     )
-    heun_steps: int = Field(18, ge=2, description="EDM Heun sampler steps (2n - 1 NFE)")
+    heun_steps: int = Field(18, ge=2, le=MAX_STEPS, description="EDM Heun sampler steps (2n - 1 NFE)")
     heun_sigma_min: float = Field(0.002, gt=0.0)
     rho: float = Field(7.0, gt=0.0)
 
@@ -272,11 +284,11 @@ class EvalConfig(Strict):
     """
 
     metric: PointMetric | FDMetric | None = Field(None, description="None: no evaluation")
-    nfe: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2])
+    nfe: list[Annotated[int, Field(ge=1, le=MAX_STEPS)]] = Field(default_factory=lambda: [1, 2])
     heun: bool = Field(False, description="also evaluate EDM's Heun sampler (the diffusion baseline, 35 NFE)")
-    num_samples: int = Field(2000, ge=2)
-    batch_size: int = Field(500, ge=1, description="samples generated per batch")
-    seed: int = 0
+    num_samples: int = Field(2000, ge=2, le=MAX_SAMPLES)
+    batch_size: int = Field(500, ge=1, le=MAX_BATCH, description="samples generated per batch")
+    seed: Seed = 0
     weights: Path | None = Field(None, description="feature extractor weights (fd_inception, fd_dinov2)")
     cache_dir: Path | None = Field(None, description="extractor and reference-statistics cache [default: $ECT_CACHE_DIR or ~/.cache/ect]")
 
@@ -295,7 +307,7 @@ class TrainConfig(Strict):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     init: Path | None = Field(None, description="checkpoint or state dict whose weights initialise the network")
-    seed: int = 0
+    seed: Seed = 0
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (CUDA only)")
 
@@ -346,10 +358,6 @@ def batch_error(global_batch: int, workers: int, batch_per_device: int | None) -
     return None
 
 
-class ConfigError(ValueError):
-    """A config file that cannot be used; its message is one line per problem, naming file and field."""
-
-
 def error_message(e: dict) -> str:
     """The message of one pydantic error, with the offending value where it is a scalar."""
     if e["type"] == "extra_forbidden":
@@ -380,16 +388,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def load_yaml(path: Path) -> dict:
-    """Read a YAML mapping; a missing file or a YAML syntax error becomes a ConfigError."""
+    """Read a YAML mapping (bounded, duplicate keys refused: `yamlio.read_yaml`); problems are ConfigErrors."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+    raw = read_yaml(path).data
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

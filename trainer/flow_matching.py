@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .data import load_dataset
-from .config import SwissRollData
+from .config import DataSeed, SwissRollData
 from .networks.mlp import MLP
 
 __all__ = ["FlowToyConfig", "adaptive_weight", "weighted_flow_loss", "flow_matching_loss", "build_flow_model",
@@ -38,7 +38,7 @@ class FlowToyConfig(BaseModel):
     lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
     p: float = Field(0.0, ge=0.0, description="exponent of w(Δ) = 1 / (||Δ||² + c²)^p; 0 = plain flow matching")
     eps: float = Field(1e-6, gt=0.0, description="c² in w(Δ) (the paper's 1e-6)")
-    seed: int = Field(0, description="seed of the data, the initialisation, and the batches")
+    seed: DataSeed = Field(0, description="seed of the data, the initialisation, and the batches")
 
 
 def adaptive_weight(delta: torch.Tensor, p: float, eps: float = 1e-6) -> torch.Tensor:

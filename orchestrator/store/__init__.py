@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..diskfull import disk_full_message, is_disk_full
 from . import migrate
 from .schema import (
     EVALUATION_KEY,
@@ -181,7 +182,10 @@ class Store:
         self._open(create and not readonly)
 
     def _fail(self, e: BaseException, what: str = "") -> StoreError:
-        """A one-line StoreError naming the database (password masked) and the driver's first line."""
+        """A one-line StoreError naming the database (password masked) and the driver's first line;
+        a full disk says so."""
+        if is_disk_full(e):
+            return StoreError(disk_full_message(redact(self.url)))
         reason = _reason(e)
         return StoreError(f"{redact(self.url)}: {what} ({reason})" if what else f"{redact(self.url)}: {reason}")
 
