@@ -156,7 +156,7 @@ def test_sqlalchemy_errors_are_one_line_naming_the_database(scaling_db):
     con.close()
     res = runner.invoke(app, ["analyze", "fit", "--study", "scale", "--y", "swd", "--db", scaling_db])
     assert res.exit_code == 1
-    assert res.stderr.count("\n") == 1 and f"database sqlite:///{scaling_db}" in res.stderr, res.stderr
+    assert res.stderr.count("\n") == 1 and f"sqlite:///{scaling_db}" in res.stderr, res.stderr
     assert "Traceback" not in res.output
 
 
