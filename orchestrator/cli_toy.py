@@ -71,6 +71,13 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def save_figure(fig: Any, path: Path) -> list[Path]:
+    """analysis.save_figure, imported on use (matplotlib stays out of `ect --help`)."""
+    from analysis.figures import save_figure as save
+
+    return save(fig, path)
+
+
 def run_flow_matching(base: FlowToyConfig, ps: list[float], steps: list[int], eval_samples: int
                       ) -> tuple[pd.DataFrame, pd.DataFrame, torch.Tensor, dict[float, float]]:
     """Train one flow per p, sample each with every step count; return (distances, points, held-out, seconds)."""
@@ -140,7 +147,7 @@ def flow_matching_cmd(
                             batch_size=batch_size, lr=lr, eps=eps, seed=seed)
         with torch_threads(threads):
             dist, points, heldout, seconds = run_flow_matching(base, ps, steps, eval_samples)
-        from analysis.figures import fig_point_samples, save_figure
+        from analysis.figures import fig_point_samples
 
         fig = fig_point_samples(points, row="p", col="steps", reference=heldout.numpy(), scores=dist, score="swd")
         files = save_figure(fig, out_dir / FIGURE_NAME)
