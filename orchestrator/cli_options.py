@@ -64,9 +64,11 @@ def print_csv(text: str) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """JSON for numpy scalars, enums and paths."""
+    """JSON for numpy scalars, enums, timestamps (ISO 8601) and paths."""
     if isinstance(value, Enum):
         return value.value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
     if hasattr(value, "item"):
         return value.item()
     return str(value)

@@ -10,7 +10,6 @@ The CLI side of the same classes (one line, exit 2, store unchanged) is in tests
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -26,7 +25,11 @@ RSS_LIMIT_MB = 300.0  # pydantic + PyYAML + the case itself; the refused input m
 AS_LIMIT = 2 << 30  # the child cannot take the machine down if a bound is missing
 
 CHILD = """
-import sys
+import atexit, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]), int(sys.argv[3])))
+# this process image's own peak RSS (the kernel's maxrss would include the forked parent's pages)
+atexit.register(lambda: open(sys.argv[4], "w").write(
+    next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))))
 from studies.spec import load_study
 from trainer.config import ConfigError, load_config
 try:
@@ -40,18 +43,17 @@ print("accepted")
 
 def run_bounded(kind: str, path: Path) -> tuple[int, str, float, float]:
     """(exit code, stderr, wall seconds, peak RSS in MB) of loading `path` in a limited child process."""
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
-
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    err_path = path.with_name("stderr.txt")
+    err_path, hwm_path = path.with_name("stderr.txt"), path.with_name("vmhwm.txt")
     start = time.perf_counter()
     with open(err_path, "w") as err_file:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, kind, str(path)], stdout=subprocess.DEVNULL,
-                                stderr=err_file, preexec_fn=limit, env=env)
+        # the limit is set by the child itself: a preexec_fn would fork this (large) test process, and the
+        # forked copy's pages would count in the child's peak RSS
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, kind, str(path), str(AS_LIMIT), str(hwm_path)],
+                                stdout=subprocess.DEVNULL, stderr=err_file, env=env)
     deadline = start + WALL_LIMIT_S * 4  # far past the assertion below: a hang fails the test, not the suite
     while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # this child's own rusage (its peak RSS)
+        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         if time.perf_counter() > deadline:
@@ -61,7 +63,7 @@ def run_bounded(kind: str, path: Path) -> tuple[int, str, float, float]:
         time.sleep(0.05)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err_path.read_text(), wall, usage.ru_maxrss / 1024
+    return proc.returncode, err_path.read_text(), wall, int(hwm_path.read_text()) / 1024
 
 
 def study_yaml(**top) -> str:
