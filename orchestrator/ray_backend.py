@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
+
 from .store import Store, now
 
 # Tune's report keys we add; everything else in a result dict is Tune's own bookkeeping.
 KIND = "ect_kind"
+START_ATTEMPTS = 3  # starts of a local Ray: on a loaded machine its node can miss Ray's start-up deadline
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
@@ -34,7 +37,21 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
         return
     # A local head must never listen on the network (ShadowRay, CVE-2023-48022): this keeps Ray 2.60 on 127.0.0.1.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, log_to_driver=False)
+    # Ray starts its workers at nice 15: on a shared machine any other process would starve our trials
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    for attempt in range(1, START_ATTEMPTS + 1):
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        try:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False,
+                     log_to_driver=False)
+            return
+        except Exception as e:  # Ray 2.60 raises a bare Exception when its node misses a fixed 30 s start-up deadline
+            if "timed out during startup" not in str(e) or attempt == START_ATTEMPTS:
+                raise
+        for child in psutil.Process().children(recursive=True):  # the half-started node of that attempt
+            if child.pid not in before:
+                child.kill()
+        time.sleep(5 * 2 ** (attempt - 1))
 
 
 # --------------------------------------------------------------------------- worker side
