@@ -39,6 +39,9 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     # Ray starts its workers at nice 15: on a shared machine any other process would starve our trials
     os.environ.setdefault("RAY_worker_niceness", "0")
+    # OpenMP threads that sleep instead of spinning at barriers: a 2-thread pretraining step took 17 s (spinning)
+    # instead of 0.6 s beside other busy processes; workers inherit this before they import torch
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for attempt in range(1, START_ATTEMPTS + 1):
         before = {p.pid for p in psutil.Process().children(recursive=True)}
         try:
