@@ -52,6 +52,8 @@ def env(workdir: Path) -> dict[str, str]:
         "RAY_health_check_failure_threshold": "3",
         "RAY_health_check_initial_delay_ms": "1000",
         "PYTHONUNBUFFERED": "1",
+        "RAY_worker_niceness": "0",  # as orchestrator.ray_backend.init_ray: trials not starved by other processes
+        "OMP_WAIT_POLICY": "PASSIVE",
     })
     return e
 
