@@ -8,6 +8,7 @@ they `tune.report` what the trainer reports, and the driver's `StoreCallback` wr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -53,7 +54,8 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
                 raise
         for child in psutil.Process().children(recursive=True):  # the half-started node of that attempt
             if child.pid not in before:
-                child.kill()
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
         time.sleep(5 * 2 ** (attempt - 1))
 
 
