@@ -1,7 +1,11 @@
 """The main job, measured: run the mini compute-scaling study from scratch (a fresh store, so nothing is
 reused) through the real CLI, then print its wall time and the figures the README quotes.
 
-Prints the machine, the wall time of `ect study run` and `ect study report`, the metric's floor, the
+Prints the machine (CPU model, whether it has AVX-512 and which kernels torch uses: set
+`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2` to time a CPU without AVX-512), the wall time of
+each phase (pretraining with its evaluations and the Heun baseline, the tuning runs with theirs,
+Ray start-up and bookkeeping, the report) and their total, what evaluation costs on its own (timed
+afterwards on the pretrained checkpoint, not part of the total), the metric's floor, the
 diffusion and untuned baselines, FD per budget (mean and min-max over seeds), the fitted laws, and
 the paper's three claims at toy scale with the numbers that decide them:
   (a) best 2-step FD within 10 % of the pretraining compute <= 3x the Heun-35 FD, and >= 20x better
@@ -11,6 +15,8 @@ the paper's three claims at toy scale with the numbers that decide them:
       and the fitted exponents' 95 % t-intervals exclude 0.
 
     python benchmarks/mini_reproduction.py [--preset studies/presets/mini/compute_scaling.yaml] [--out DIR]
+
+Ends with one line `summary: name=value ...`.
 """
 
 from __future__ import annotations
@@ -25,18 +31,37 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
+from datetime import datetime
 
+import pandas as pd
+import torch
+
+from orchestrator.store import Store, database_url
 from studies.spec import load_study
+from trainer.data import load_dataset
+from trainer.evaluation import Evaluator
+from trainer.loop import load_model
+from trainer.metrics import FD_METRICS, get_extractor
+from trainer.metrics.reference import feature_stats
+from trainer.reporter import NullReporter
 
 REPO = Path(__file__).resolve().parents[1]
 ECT = [sys.executable, "-m", "orchestrator"]
 
 
+def cpu() -> tuple[str, bool]:
+    """(CPU model name, whether the CPU has AVX-512F) from /proc/cpuinfo."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    field = lambda name: next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith(name)), "")
+    return field("model name") or platform.processor() or platform.machine(), "avx512f" in field("flags").split()
+
+
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return f"{os.cpu_count()} cores, {model or platform.machine()}, Python {platform.python_version()}"
+    model, avx512 = cpu()
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return (f"{os.cpu_count()} cores, {model}, AVX-512 {'yes' if avx512 else 'no'}, torch {torch.__version__} "
+            f"kernels {torch.backends.cpu.get_cpu_capability()}{f', oneDNN ISA <= {isa}' if isa else ''}, "
+            f"Python {platform.python_version()}")
 
 
 def timed(args: list[str]) -> float:
@@ -53,6 +78,34 @@ def budgets(runs: pd.DataFrame) -> pd.DataFrame:
         g = tune.groupby("images_seen")[col].agg(["mean", "min", "max", "count"])
         rows.append(g.rename(columns=lambda c: f"{col} {c}"))
     return pd.concat(rows, axis=1).reset_index()
+
+
+def phases(db: Path, name: str) -> dict[str, float]:
+    """Wall seconds of the pretraining run and of the tuning stage (first start to last finish), from the store."""
+    runs = Store(database_url(str(db))).runs_frame(name)
+    t = lambda col: runs[col].map(datetime.fromisoformat)
+    start, end, pre = t("started_at"), t("finished_at"), runs["role"] == "pretrain"
+    span = lambda mask: (end[mask].max() - start[mask].min()).total_seconds() if mask.any() else 0.0
+    return {"pretrain": span(pre), "tune": span(~pre)}
+
+
+def evaluation_cost(db: Path, name: str) -> dict[str, float]:
+    """Seconds of each evaluation the study makes, timed alone on the pretrained checkpoint with the
+    threads a pretraining run has: reference statistics (uncached), 1 and 2 steps, Heun."""
+    runs = Store(database_url(str(db))).runs_frame(name)
+    pre = runs[runs["role"] == "pretrain"].iloc[0]
+    net, cfg, _ = load_model(Path(pre["checkpoint"]))
+    data = load_dataset(cfg.data)
+    out: dict[str, float] = {}
+    start = time.perf_counter()
+    feature_stats(data.x, get_extractor(FD_METRICS[cfg.eval.metric], cache_dir=cfg.eval.cache_dir))
+    out["reference"] = time.perf_counter() - start
+    evaluator = Evaluator(cfg.eval, cfg.sampling, data, torch.device("cpu"))
+    for label, nfe, heun in (("1-step", [1], False), ("2-step", [2], False), ("heun", [], True)):
+        start = time.perf_counter()
+        evaluator.evaluate(net, 0, NullReporter(), nfes=nfe, heun=heun)
+        out[label] = time.perf_counter() - start
+    return out
 
 
 def main() -> None:
@@ -72,9 +125,19 @@ def main() -> None:
     report_s = timed(["study", "report", name, "--db", str(db), "--out", str(report_dir)])
     rep = json.loads((report_dir / "report.json").read_text())
     runs = pd.DataFrame(rep["runs"])
+    wall = phases(db, name)
+    wall["other"] = run_s - wall["pretrain"] - wall["tune"]
+    total_s = run_s + report_s
+    pretrain = load_study(args.preset).pretrain
+    torch.set_num_threads(max(1, int(pretrain.resources.cpus)) if pretrain is not None else 1)
+    evals = evaluation_cost(db, name)
 
     print(f"\n=== mini reproduction: {name} on {machine()}")
-    print(f"wall: study run {run_s:.0f} s + report {report_s:.0f} s = {(run_s + report_s) / 60:.2f} min")
+    print(f"wall: study run {run_s:.0f} s = pretraining {wall['pretrain']:.0f} s (with its evaluations and the Heun "
+          f"baseline) + tuning {wall['tune']:.0f} s (with their evaluations) + Ray start-up and bookkeeping "
+          f"{wall['other']:.0f} s; report {report_s:.0f} s; total {total_s:.0f} s = {total_s / 60:.2f} min")
+    print("evaluation alone (2000 samples, timed afterwards, not in the total): "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in evals.items()))
     print(f"FD floor (real vs reference, same sample count): {rep['floor']:.3f}")
     print("pretrained baselines: " + ", ".join(f"{k} {v:.2f}" for k, v in rep["baselines"].items()))
     with pd.option_context("display.width", 200, "display.precision", 3):
@@ -106,6 +169,13 @@ def main() -> None:
               f"({row['seeds_largest']} seeds, largest): {'exceeds' if row['exceeds'] else 'does NOT exceed'}")
     print(f"(c) every fitted alpha's 95 % t-interval excludes 0: {excl}")
     print(f"report and figures: {report_dir}")
+    c_met = excl and bool(rep["seed_spread"]) and all(row["exceeds"] for row in rep["seed_spread"])
+    model, avx512 = cpu()
+    print(f"summary: cpu={model.replace(' ', '_')} avx512={'yes' if avx512 else 'no'} "
+          f"kernels={torch.backends.cpu.get_cpu_capability()} pretrain_s={wall['pretrain']:.0f} "
+          f"tune_s={wall['tune']:.0f} other_s={wall['other']:.0f} report_s={report_s:.0f} total_s={total_s:.0f} "
+          f"total_min={total_s / 60:.2f} heun_eval_s={evals['heun']:.1f} b={'met' if b['holds'] else 'not_met'} "
+          f"c={'met' if c_met else 'not_met'}")
 
 
 if __name__ == "__main__":

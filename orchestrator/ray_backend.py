@@ -12,6 +12,7 @@ to Tune. A failed rank fails the trial, and Tune retries it from the run's check
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
+
 from .diskfull import disk_full_message, is_disk_full
 from .store import Store
 
@@ -31,6 +34,7 @@ KIND = "ect_kind"
 # What the trial of a multi-worker run reserves for itself: it only drives the Train workers, which
 # get their CPUs and GPUs in Train's own placement group (a CPU here would not leave room for them).
 DRIVER_MEMORY = 256 * 1024**2
+START_ATTEMPTS = 3  # starts of a local Ray: on a loaded machine its node can miss Ray's start-up deadline
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None,
@@ -53,9 +57,26 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
         return None
     # A local head must never listen on the network (ShadowRay, CVE-2023-48022): this keeps Ray 2.60 on 127.0.0.1.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ctx = ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=dashboard,
-                   dashboard_host="127.0.0.1", log_to_driver=False)
-    return f"http://{ctx.dashboard_url}" if dashboard and ctx.dashboard_url else None
+    # Ray starts its workers at nice 15: on a shared machine any other process would starve our trials
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    # OpenMP threads that sleep instead of spinning at barriers: a 2-thread pretraining step took 17 s (spinning)
+    # instead of 0.6 s beside other busy processes; workers inherit this before they import torch
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    for attempt in range(1, START_ATTEMPTS + 1):
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        try:
+            ctx = ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=dashboard,
+                           dashboard_host="127.0.0.1", log_to_driver=False)
+            return f"http://{ctx.dashboard_url}" if dashboard and ctx.dashboard_url else None
+        except Exception as e:  # Ray 2.60 raises a bare Exception when its node misses a fixed 30 s start-up deadline
+            if "timed out during startup" not in str(e) or attempt == START_ATTEMPTS:
+                raise
+        for child in psutil.Process().children(recursive=True):  # the half-started node of that attempt
+            if child.pid not in before:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+        time.sleep(5 * 2 ** (attempt - 1))
+    return None
 
 
 # --------------------------------------------------------------------------- worker side

@@ -22,6 +22,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+WAIT_S = 600  # limit of each wait: generous, a loaded 2-core machine can be many times slower than an idle one
+ITERATIONS = 400  # training iterations of each run
 
 
 def spec(name: str, labels: list[float], iterations: int, cpus: int) -> dict:
@@ -50,6 +52,8 @@ def env(workdir: Path) -> dict[str, str]:
         "RAY_health_check_failure_threshold": "3",
         "RAY_health_check_initial_delay_ms": "1000",
         "PYTHONUNBUFFERED": "1",
+        "RAY_worker_niceness": "0",  # as orchestrator.ray_backend.init_ray: trials not starved by other processes
+        "OMP_WAIT_POLICY": "PASSIVE",
     })
     return e
 
@@ -87,17 +91,17 @@ def driver_crash(workdir: Path) -> dict:
     """SIGKILL `ect study run` mid-study, then `ect study resume`."""
     lo_up()
     db, spec_file = workdir / "ect.db", workdir / "study.yaml"
-    spec_file.write_text(yaml.safe_dump(spec("crash", [0.0, 0.1, 0.2], iterations=400, cpus=1)))
+    spec_file.write_text(yaml.safe_dump(spec("crash", [0.0, 0.1, 0.2], iterations=ITERATIONS, cpus=1)))
     common = ["--db", str(db), "--storage", str(workdir / "store")]
     driver = subprocess.Popen([BIN / "ect", "study", "run", str(spec_file), "--cpus", "2", *common],
                               env=env(workdir), stdout=open(workdir / "run.log", "w"), stderr=subprocess.STDOUT)
     wait_for(lambda: any(r["status"] == "running" and r["step"] >= 120 and r["checkpoint"] for r in runs(db)),
-             240, "a run with a checkpoint past step 120", driver)
+             WAIT_S, "a run with a checkpoint past step 120", driver)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     before = runs(db)
     resume = subprocess.run([BIN / "ect", "study", "resume", "crash", "--cpus", "2", *common], env=env(workdir),
-                            stdout=open(workdir / "resume.log", "w"), stderr=subprocess.STDOUT, timeout=400)
+                            stdout=open(workdir / "resume.log", "w"), stderr=subprocess.STDOUT, timeout=WAIT_S)
     return {"at_kill": before, "after": runs(db), "resume_rc": resume.returncode}
 
 
@@ -123,25 +127,70 @@ def descendants(pid: int) -> set[int]:
     return out
 
 
+def all_pids() -> set[int]:
+    return {int(p.name) for p in Path("/proc").glob("[0-9]*")}
+
+
+def start_node(args: list[str], e: dict[str, str], keep: set[int], attempts: int = 4) -> None:
+    """`ray start ...`, retried with backoff: on a loaded machine a node can miss one of Ray's start-up
+    deadlines. Each failure prints the command's stderr and kills what that attempt left behind
+    (every new process outside `keep`); the last failure raises with it."""
+    for attempt in range(1, attempts + 1):
+        before = all_pids()
+        proc = subprocess.run(args, env=e, capture_output=True, text=True)
+        if proc.returncode == 0:
+            return
+        report = f"`ray {' '.join(args[1:3])}` attempt {attempt}/{attempts} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
+        print(report, flush=True)
+        for pid in all_pids() - before - keep - {os.getpid()}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if attempt == attempts:
+            raise RuntimeError(report)
+        time.sleep(5 * 2 ** (attempt - 1))
+
+
+ALIVE_NODES = (
+    "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+    "print(sum(n['Alive'] for n in ray.nodes()))"
+)
+
+
+def wait_for_nodes(address: str, count: int, e: dict[str, str], timeout: float) -> None:
+    """Block until the cluster at `address` has `count` live nodes (registered with the GCS)."""
+    end, seen = time.time() + timeout, ""
+    while time.time() < end:
+        proc = subprocess.run([sys.executable, "-c", ALIVE_NODES, address], env=e, capture_output=True, text=True)
+        seen = proc.stdout.strip() or proc.stderr[-2000:]
+        if proc.returncode == 0 and seen == str(count):
+            return
+        time.sleep(2)
+    raise TimeoutError(f"the cluster at {address} did not reach {count} live nodes in {timeout:.0f} s (last: {seen})")
+
+
 def node_loss(workdir: Path) -> dict:
     """A head and a worker node on loopback; SIGKILL the worker node's raylet mid-run."""
     lo_up()
     e = env(workdir)
-    ray = str(BIN / "ray")
+    ray, address = str(BIN / "ray"), "127.0.0.1:6380"
     node = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--memory", str(2 * 1024**3),
             "--object-store-memory", str(200 * 1024**2), "--disable-usage-stats"]
-    subprocess.run([ray, "start", "--head", "--port", "6380", "--include-dashboard", "false", *node],
-                   env=e, check=True, capture_output=True)
+    start_node([ray, "start", "--head", "--port", "6380", "--include-dashboard", "false", *node], e, keep=set())
     head = raylets()
-    subprocess.run([ray, "start", "--address", "127.0.0.1:6380", *node], env=e, check=True, capture_output=True)
+    start_node([ray, "start", "--address", address, *node], e, keep=set().union(*(descendants(p) for p in head)))
     worker = raylets() - head
+    wait_for_nodes(address, 2, e, timeout=300)
     db, spec_file = workdir / "ect.db", workdir / "study.yaml"
-    spec_file.write_text(yaml.safe_dump(spec("nodes", [0.0, 0.1], iterations=400, cpus=1)))
-    driver = subprocess.Popen([BIN / "ect", "study", "run", str(spec_file), "--address", "127.0.0.1:6380",
+    # long enough that the trial on one node is still running when the other, started later on a
+    # loaded machine, passes step 120
+    spec_file.write_text(yaml.safe_dump(spec("nodes", [0.0, 0.1], iterations=ITERATIONS, cpus=1)))
+    driver = subprocess.Popen([BIN / "ect", "study", "run", str(spec_file), "--address", address,
                                "--db", str(db), "--storage", str(workdir / "store")],
                               env=e, stdout=open(workdir / "run.log", "w"), stderr=subprocess.STDOUT)
     wait_for(lambda: len([r for r in runs(db) if r["status"] == "running" and r["step"] >= 120]) == 2,
-             240, "both runs past step 120 (one on each node)", driver)
+             WAIT_S, "both runs past step 120 (one on each node)", driver)
     victims = set().union(*(descendants(pid) for pid in worker))  # the raylet and the workers it started
     for pid in victims:
         try:
@@ -149,7 +198,7 @@ def node_loss(workdir: Path) -> dict:
         except ProcessLookupError:
             pass
     at_kill = runs(db)
-    rc = driver.wait(timeout=400)
+    rc = driver.wait(timeout=WAIT_S)
     return {"at_kill": at_kill, "after": runs(db), "driver_rc": rc, "worker_raylets": sorted(worker),
             "killed": len(victims)}
 

@@ -33,7 +33,7 @@ def scenario(name: str) -> dict:
                              sys.executable, str(HERE / "fault_scenarios.py"), name, str(workdir)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        out, _ = proc.communicate(timeout=600)
+        out, _ = proc.communicate(timeout=3 * 600 + 300)  # three waits of fault_scenarios.WAIT_S at most
     finally:
         if proc.poll() is None:  # the namespace's processes all die with its PID 1
             proc.kill()
@@ -55,11 +55,12 @@ def test_driver_crash_then_resume_loses_no_run():
     after = {x["run_id"]: x for x in r["after"]}
     assert len(after) == 3 and all(x["status"] == "completed" and x["step"] == 400 for x in after.values())
     interrupted = [x for x in r["at_kill"] if x["status"] == "running"]
-    assert interrupted
+    assert any(x["checkpoint"] for x in interrupted)
     for x in interrupted:
         again = after[x["run_id"]]
         assert again["attempts"] == x["attempts"] + 1
-        assert again["resumed_from"] and again["resumed_from"][0] >= 40  # from its checkpoint, not step 0
+        if x["checkpoint"]:  # from its checkpoint, not step 0 (a run started just before the kill may have none yet)
+            assert again["resumed_from"] and again["resumed_from"][0] >= 40, (x, again)
     finished_before = [x for x in r["at_kill"] if x["status"] == "completed"]
     for x in finished_before:
         assert after[x["run_id"]]["attempts"] == x["attempts"]  # never re-run
@@ -86,11 +87,13 @@ def test_checkpoint_write_killed_midway_keeps_the_previous_one(tmp_path):
         "save_checkpoint(sys.argv[1], {'step': 2, 'w': torch.randn(64, 1024, 1024)})"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(path)])
-    deadline = time.time() + 60
-    while time.time() < deadline and not any(p.name.startswith(".checkpoint.pt.tmp") and p.stat().st_size > 1 << 20
-                                             for p in tmp_path.iterdir()):
+    deadline = time.time() + 600  # a generous limit: importing torch on a loaded machine can take minutes
+    writing = False
+    while not writing and time.time() < deadline and proc.poll() is None:
+        writing = any(p.name.startswith(".checkpoint.pt.tmp") and p.stat().st_size > 1 << 20 for p in tmp_path.iterdir())
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert writing, "the writer was not caught half-way through its checkpoint"
     state = load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(state["w"], torch.ones(4))

@@ -1,5 +1,5 @@
 """The README's main job, shortened: the mini compute-scaling preset itself, with every iteration count cut
-25-fold and fewer evaluation samples, through real Ray into a real SQLite file, then `ect study report`.
+20-fold and fewer evaluation samples, through real Ray into a real SQLite file, then `ect study report`.
 
 The full study is a benchmark (benchmarks/mini_reproduction.py); this keeps its path from rotting:
 same preset file, same commands, same outputs, only smaller numbers.
@@ -18,7 +18,7 @@ from studies.spec import expand, load_study
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "studies" / "presets" / "mini" / "compute_scaling.yaml"
-SHRINK = 25
+SHRINK = 20  # the preset's smallest budget (20 iterations) becomes 1
 runner = CliRunner()
 
 
