@@ -37,6 +37,7 @@ from .schema import (
     Meta,
     MetricRow,
     Run,
+    RunAlias,
     RunParam,
     Study,
     StudyRun,
@@ -50,7 +51,7 @@ FINISHED = ("completed", "diverged")
 
 __all__ = [
     "DEFAULT_DB", "FINISHED", "SCHEMA_VERSION", "STATUSES", "Base", "Claim", "Evaluation", "Meta", "MetricRow",
-    "NoStoreError", "Run", "RunParam", "Store", "StoreError", "Study", "StudyRun", "database_url", "flatten", "now",
+    "NoStoreError", "Run", "RunAlias", "RunParam", "Store", "StoreError", "Study", "StudyRun", "database_url", "flatten", "now",
     "redact",
 ]
 
@@ -336,6 +337,11 @@ class Store:
                     return matches[0]
                 raise StoreError(f"no run with id {run_id!r} in {redact(self.url)}")
             return run
+
+    def former_ids(self, run_id: str) -> list[str]:
+        """The ids a run had before the store re-keyed runs by what determines their weights (migration 0003)."""
+        with self.session() as s:
+            return list(s.scalars(select(RunAlias.old_id).where(RunAlias.run_id == run_id).order_by(RunAlias.old_id)))
 
     def cancel_study(self, name: str) -> int:
         """Mark the study's pending and running runs cancelled; returns how many."""

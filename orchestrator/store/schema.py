@@ -26,7 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from studies.spec import MAX_LABEL_LENGTH, MAX_NAME_LENGTH
 
-SCHEMA_VERSION = 2  # the `meta` table's marker: stores written before Alembic hold 1, and older ects refuse 2
+SCHEMA_VERSION = 3  # the `meta` table's marker: stores written before Alembic hold 1, and older ects refuse 2 and up
 OWNER_LENGTH = 128
 ROW_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only an INTEGER primary key
 
@@ -125,6 +125,15 @@ class Run(Base):
     owner: Mapped[str | None] = mapped_column(String(OWNER_LENGTH), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     error_file: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RunAlias(Base):
+    """A run's former id (migration 0003 re-keyed runs by what determines their weights); its run directory may
+    still carry that id until a driver adopts it."""
+
+    __tablename__ = "run_aliases"
+    old_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
 
 
 class RunParam(Base):
