@@ -12,12 +12,14 @@ from rich.table import Table
 from studies.spec import StudySpec, expand, load_study
 from trainer.config import ConfigError
 
+from .cli_evaluate import evaluate_cmd
 from .console import LiveRuns
 from .common import DB_OPTION, STORAGE_OPTION, clean_errors, err, existing_store, open_store, out
 from .store import FINISHED, Store, StoreError, redact
 from .study_runner import execute, plan, register
 
 app = typer.Typer(help="Declare, submit and follow studies.", no_args_is_help=True)
+app.command("evaluate")(evaluate_cmd)
 
 
 @app.command("validate")

@@ -375,8 +375,9 @@ class Store:
                                                      set_={"value": stmt.excluded.value}))
 
     def add_evaluation(self, run_id: str, **row: Any) -> None:
-        """Upsert one evaluation, keyed by run, step, nfe, metric and sampler."""
-        values = {"sampler": "consistency", **row, "run_id": run_id}
+        """Upsert one evaluation, keyed by EVALUATION_KEY (run, step, metric, extractor, sampler and its parameters,
+        sample count, seed)."""
+        values = {"sampler": "consistency", "sampler_params": "{}", "seed": 0, **row, "run_id": run_id}
         with self.session(write=True) as s:
             stmt = self._insert()(Evaluation).values(values)
             s.execute(stmt.on_conflict_do_update(

@@ -156,6 +156,11 @@ class MetricRow(Base):
     __table_args__ = (UniqueConstraint("run_id", "step", "name"),)
 
 
+# One evaluation: a run's checkpoint at a step, scored by a metric (extractor) on samples of a sampler with its
+# parameters, a sample count and a seed; the NFE follows from the sampler and its parameters.
+EVALUATION_KEY = ("run_id", "step", "metric", "extractor", "sampler", "sampler_params", "num_samples", "seed")
+
+
 class Evaluation(Base):
     __tablename__ = "evaluations"
     id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
@@ -167,8 +172,9 @@ class Evaluation(Base):
     extractor: Mapped[str] = mapped_column(String(64))
     num_samples: Mapped[int] = mapped_column(BigInteger)
     sampler: Mapped[str] = mapped_column(String(32), default="consistency")
-    __table_args__ = (UniqueConstraint("run_id", "step", "nfe", "metric", "sampler"),)
+    sampler_params: Mapped[str] = mapped_column(String(512), default="{}")  # canonical JSON: steps, times, ...
+    seed: Mapped[int] = mapped_column(BigInteger, default=0)
+    __table_args__ = (UniqueConstraint(*EVALUATION_KEY, name="uq_evaluations_key"),)
 
 
 METRIC_KEY = ("run_id", "step", "name")
-EVALUATION_KEY = ("run_id", "step", "nfe", "metric", "sampler")

@@ -11,6 +11,10 @@ most steps) keeps its row, parameters and metrics; the study memberships and eva
 others move to it where they do not collide. Every former id is recorded in `run_aliases`, so the
 driver finds a run directory still named by it (`<storage>/runs/<former id>`) and renames it.
 A config that no longer validates keeps its id (it could not be resumed by this code either).
+
+Evaluations gain the sampler's parameters (canonical JSON) and the sampling seed, filled from each run's
+config (its `sampling` section and `eval.seed` produced the rows), and are keyed by everything that
+defines one: run, step, metric, extractor, sampler and parameters, sample count, seed.
 """
 
 import json
@@ -21,6 +25,9 @@ from pydantic import ValidationError
 
 from studies.spec import run_id_of
 from trainer.config import TrainConfig
+from trainer.sampling import params_json, sampler_for
+
+EVALUATION_KEY = ("run_id", "step", "metric", "extractor", "sampler", "sampler_params", "num_samples", "seed")
 
 revision = "0003"
 down_revision = "0002"
@@ -100,8 +107,37 @@ def upgrade() -> None:
             bind.execute(sa.update(runs).where(runs.c.depends_on == r.run_id).values(depends_on=new))
             bind.execute(sa.delete(runs).where(runs.c.run_id == r.run_id))
             bind.execute(sa.insert(meta.tables["run_aliases"]).values(old_id=r.run_id, run_id=new))
+    _evaluation_parameters(bind)
     m = meta.tables["meta"]
     bind.execute(sa.update(m).where(m.c.key == "schema_version").values(value="3"))
+
+
+def _sampler_params(config_json: str, sampler: str, nfe: int) -> tuple[str, int]:
+    """(parameters as canonical JSON, seed) of an evaluation written by a run with this config ("{}" if unknown)."""
+    try:
+        cfg = TrainConfig.model_validate(json.loads(config_json))
+        params = params_json(sampler_for(cfg.sampling, nfe, heun=sampler == "heun"))
+    except (ValidationError, ValueError):
+        return "{}", 0
+    return params, cfg.eval.seed
+
+
+def _evaluation_parameters(bind: sa.Connection) -> None:
+    old_key = next(u["name"] for u in sa.inspect(bind).get_unique_constraints("evaluations"))
+    with op.batch_alter_table("evaluations", naming_convention={"uq": "uq_%(table_name)s_%(column_0_name)s"}) as batch:
+        batch.add_column(sa.Column("sampler_params", sa.String(512), nullable=False, server_default="{}"))
+        batch.add_column(sa.Column("seed", sa.BigInteger, nullable=False, server_default="0"))
+        batch.drop_constraint(old_key or "uq_evaluations_run_id", type_="unique")
+    ev = sa.table("evaluations", sa.column("id"), sa.column("run_id"), sa.column("sampler"), sa.column("nfe"),
+                  sa.column("sampler_params"), sa.column("seed"))
+    runs = sa.table("runs", sa.column("run_id"), sa.column("config_json"))
+    rows = bind.execute(sa.select(ev.c.id, ev.c.sampler, ev.c.nfe, runs.c.config_json)
+                        .join(runs, runs.c.run_id == ev.c.run_id)).all()
+    for row in rows:
+        params, seed = _sampler_params(row.config_json, row.sampler, row.nfe)
+        bind.execute(sa.update(ev).where(ev.c.id == row.id).values(sampler_params=params, seed=seed))
+    with op.batch_alter_table("evaluations") as batch:
+        batch.create_unique_constraint("uq_evaluations_key", list(EVALUATION_KEY))
 
 
 def downgrade() -> None:
