@@ -51,7 +51,8 @@ def _checkpoints(store: Store, name: str, storage: Path) -> dict[str, tuple[str,
                            f"driver has finished (or after `ect study cancel {name}`)")
     found, missing = {}, []
     for r in runs.itertuples():
-        candidates = ([Path(r.checkpoint)] if r.checkpoint else []) + [run_dir(storage, r.run_id) / CHECKPOINT_NAME]
+        stored = [Path(r.checkpoint)] if isinstance(r.checkpoint, str) else []  # NaN where none
+        candidates = stored + [run_dir(storage, r.run_id) / CHECKPOINT_NAME]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             missing.append(f"{r.label} ({r.run_id}, {r.status})")

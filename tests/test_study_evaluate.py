@@ -90,11 +90,11 @@ def test_runs_without_a_checkpoint_are_named_and_nothing_is_written(tmp_path):
     db, storage = trained_study(tmp_path, train_all=False)
     pending = Store(db).runs_frame("s").set_index("status").loc["pending"]
     res = evaluate(db, storage, "--metric", "swd")
-    assert res.exit_code == 1 and f"no checkpoint for runs seed=1 ({pending['run_id']}, pending)" in res.stderr, res.output
+    assert res.exit_code == 1 and f"no checkpoint for runs base_seed1 ({pending['run_id']}, pending)" in res.stderr, res.output
     assert Store(db).evaluations_frame("s").empty
     Store(db).update_run(pending["run_id"], status="running")
     res = evaluate(db, storage, "--metric", "swd")
-    assert res.exit_code == 1 and "runs seed=1 are still running" in res.stderr
+    assert res.exit_code == 1 and "runs base_seed1 are still running" in res.stderr
 
 
 def test_missing_extractor_weights_name_the_option_and_the_variable(tmp_path, monkeypatch):
