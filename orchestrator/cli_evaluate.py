@@ -23,7 +23,8 @@ from trainer.evaluation import Evaluator, extractor_name
 from trainer.loop import load_model
 from trainer.precond import Precond
 from trainer.reporter import NullReporter
-from trainer.sampling import Sampler, check_mid_times, params_json, sampler_for
+from trainer.sampling import ConsistencySampler, Sampler, check_mid_times, params_json, sampler_for
+from trainer.schedule_search import TunedSampler, search_mid_time
 
 from .common import DB_OPTION, STORAGE_OPTION, clean_errors, open_store, out
 from .store import Evaluation, Store
@@ -65,7 +66,8 @@ def _checkpoints(store: Store, name: str, storage: Path) -> dict[str, tuple[str,
     return found
 
 
-def _samplers(cfg: TrainConfig, steps: list[int], mid_times: list[float] | None, heun_steps: int | None) -> list[Sampler]:
+def _samplers(cfg: TrainConfig, steps: list[int], mid_times: list[float] | None,
+              heun_steps: int | None) -> list[Sampler]:
     """The requested samplers with this run's sampling settings, the given intermediate times and Heun steps."""
     sampling = cfg.sampling.model_copy(update={k: v for k, v in (("mid_times", mid_times), ("heun_steps", heun_steps))
                                                if v is not None})
@@ -103,6 +105,9 @@ def evaluate_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     db: Optional[str] = DB_OPTION,
     storage: Path = STORAGE_OPTION,
+    tune: bool = typer.Option(False, "--tune-mid-time", help="Also search the 2-step intermediate time per run (on the noise of seed + 1) and store the tuned 2-step evaluation."),
+    tune_range: str = typer.Option("0.05,20", "--tune-range", help="Bounds of the t_mid search, inside (sigma_min, sigma_max)."),
+    tune_iterations: int = typer.Option(8, "--tune-iterations", min=1, help="Golden-section steps of the search (one measurement each, plus three)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score the checkpoints of a study's runs with other samplers, metrics or sample counts (never trains)."""
@@ -115,14 +120,20 @@ def evaluate_cmd(
             raise ConfigError(f"--steps {steps!r}: each must be >= 1")
         times = _numbers(mid_times, "--mid-times", float) if mid_times is not None else None
         dev = cli_device(device)
+        bounds = _numbers(tune_range, "--tune-range", float) if tune else None
+        if bounds is not None and (len(bounds) != 2 or not bounds[0] < bounds[1]):
+            raise ConfigError(f"--tune-range {tune_range!r}: expected LOW,HIGH with LOW < HIGH")
         store = open_store(db, create=False)
         store.study(name)
         checkpoints = _checkpoints(store, name, storage)
         evaluators: dict[str, Evaluator] = {}
-        plans = [_plan(store, run_id, label, path, step_list, times, heun_steps, _eval_updates(metric, samples, seed, weights),
-                       evaluators, dev) for run_id, (label, path) in checkpoints.items()]
+        options = _eval_updates(metric, samples, seed, weights)
+        plans = [_plan(store, run_id, label, path, step_list, times, heun_steps, bounds, options, evaluators, dev)
+                 for run_id, (label, path) in checkpoints.items()]
         for plan in plans:  # every input was checked (and every extractor loaded) before this first write
             rows += _evaluate_run(store, evaluators, dev, *plan)
+            if bounds is not None:
+                rows += _tune_run(store, evaluators, dev, bounds, tune_iterations, *plan)
     _show(rows, name, json_out)
 
 
@@ -133,7 +144,8 @@ def _eval_updates(metric: str | None, samples: int | None, seed: int, weights: P
 
 
 def _plan(store: Store, run_id: str, label: str, path: Path, steps: list[int], times: list[float] | None,
-          heun_steps: int | None, eval_updates: dict, evaluators: dict[str, Evaluator], dev: torch.device) -> tuple:
+          heun_steps: int | None, bounds: list[float] | None, eval_updates: dict, evaluators: dict[str, Evaluator],
+          dev: torch.device) -> tuple:
     """(run id, label, checkpoint, step, eval settings, samplers still to measure) of one run; builds its evaluator
     where something is to be measured."""
     state = load_checkpoint(path)
@@ -148,13 +160,19 @@ def _plan(store: Store, run_id: str, label: str, path: Path, steps: list[int], t
     samplers = _samplers(cfg, steps, times, heun_steps)
     todo = [s for s in samplers if not _present(store, run_id, step, cfg.eval, s)]
     key = json.dumps([cfg.data.model_dump(mode="json"), cfg.eval.model_dump(mode="json")])
-    if todo and key not in evaluators:  # extractor and reference statistics, once per dataset and eval settings
+    if bounds is not None:
+        try:
+            check_mid_times([bounds[1], bounds[0]], cfg.precond.sigma_min, cfg.sampling.sigma_max)
+        except ValueError as e:
+            raise ConfigError(f"--tune-range: {e}") from None
+    if (todo or bounds is not None) and key not in evaluators:  # extractor and reference statistics, built once
         evaluators[key] = Evaluator(cfg.eval, cfg.sampling, load_dataset(cfg.data), dev)
-    return run_id, label, path, step, key, samplers, todo
+    return run_id, label, path, step, key, samplers, todo, cfg
 
 
 def _evaluate_run(store: Store, evaluators: dict[str, Evaluator], dev: torch.device, run_id: str, label: str,
-                  path: Path, step: int, key: str, samplers: list[Sampler], todo: list[Sampler]) -> list[dict]:
+                  path: Path, step: int, key: str, samplers: list[Sampler], todo: list[Sampler],
+                  cfg: TrainConfig) -> list[dict]:
     """Measure and store one run's evaluations that are not stored yet; a row for each requested one."""
     rows = [{"label": label, "run_id": run_id, "step": step, "sampler": s.name, "sampler_params": params_json(s),
              "nfe": s.nfe, "value": None, "new": False} for s in samplers if s not in todo]
@@ -165,6 +183,40 @@ def _evaluate_run(store: Store, evaluators: dict[str, Evaluator], dev: torch.dev
             rows.append({"label": label, "run_id": run_id, "step": step, "sampler": res.sampler,
                          "sampler_params": res.sampler_params, "nfe": res.nfe, "value": res.value, "new": True})
     return rows
+
+
+def _tune_run(store: Store, evaluators: dict[str, Evaluator], dev: torch.device, bounds: list[float], iterations: int,
+              run_id: str, label: str, path: Path, step: int, key: str, samplers: list[Sampler], todo: list[Sampler],
+              cfg: TrainConfig) -> list[dict]:
+    """Search t_mid of 2-step sampling on the noise of seed + 1, then measure the tuned sampler on the reported seed's
+    noise and store it (skipped where this very search is stored already)."""
+    ev = cfg.eval
+    search = {"method": "golden-section on log t", "range": bounds, "iterations": iterations, "seed": ev.seed + 1,
+              "num_samples": ev.num_samples}
+    if _tuned_present(store, run_id, step, ev, search):
+        return [{"label": label, "run_id": run_id, "step": step, "sampler": "consistency (tuned)",
+                 "sampler_params": json.dumps(search), "nfe": 2, "value": None, "new": False}]
+    net, _, _ = load_model(path, device=str(dev))
+    evaluator = evaluators[key]
+
+    def two_step(t: float) -> ConsistencySampler:
+        return ConsistencySampler(2, cfg.sampling.model_copy(update={"mid_times": [t]}))
+
+    t_mid, _ = search_mid_time(lambda t: evaluator.measure(net, two_step(t), seed=ev.seed + 1), bounds[0], bounds[1],
+                               iterations, start=cfg.sampling.mid_times[0] if cfg.sampling.mid_times else 0.821)
+    (res,) = evaluator.evaluate_samplers(net, step, NullReporter(), [TunedSampler(two_step(t_mid), search)])
+    store.add_evaluation(run_id, step=step, **res.__dict__)
+    return [{"label": label, "run_id": run_id, "step": step, "sampler": "consistency (tuned)",
+             "sampler_params": res.sampler_params, "nfe": 2, "value": res.value, "new": True}]
+
+
+def _tuned_present(store: Store, run_id: str, step: int, ev: EvalConfig, search: dict) -> bool:
+    """Whether a tuned 2-step evaluation from this very search is stored already."""
+    with store.session() as s:
+        params = s.scalars(select(Evaluation.sampler_params).filter_by(
+            run_id=run_id, step=step, metric=ev.metric, extractor=extractor_name(ev.metric), sampler="consistency",
+            num_samples=ev.num_samples, seed=ev.seed)).all()
+    return any(json.loads(p).get("tuned_on") == search for p in params)
 
 
 def _show(rows: list[dict], name: str, json_out: bool) -> None:

@@ -2,6 +2,7 @@
 twice; every row says how it was made; bad input is refused before anything is written."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from trainer.data import load_dataset
 from trainer.evaluation import Evaluator
 from trainer.loop import load_model, train
 from trainer.sampling import ConsistencySampler
+from trainer.schedule_search import golden_section, search_mid_time
 
 runner = CliRunner()
 BASE = {
@@ -90,7 +92,8 @@ def test_runs_without_a_checkpoint_are_named_and_nothing_is_written(tmp_path):
     db, storage = trained_study(tmp_path, train_all=False)
     pending = Store(db).runs_frame("s").set_index("status").loc["pending"]
     res = evaluate(db, storage, "--metric", "swd")
-    assert res.exit_code == 1 and f"no checkpoint for runs base_seed1 ({pending['run_id']}, pending)" in res.stderr, res.output
+    assert res.exit_code == 1, res.output
+    assert f"no checkpoint for runs base_seed1 ({pending['run_id']}, pending)" in res.stderr
     assert Store(db).evaluations_frame("s").empty
     Store(db).update_run(pending["run_id"], status="running")
     res = evaluate(db, storage, "--metric", "swd")
@@ -106,3 +109,35 @@ def test_missing_extractor_weights_name_the_option_and_the_variable(tmp_path, mo
     assert res.exit_code == 1 and res.stderr.strip().count("\n") == 0
     assert "--weights" in res.stderr and "ECT_INCEPTION_WEIGHTS" in res.stderr
     assert Store(db).evaluations_frame("s").empty
+
+
+def test_golden_section_finds_a_known_minimum_and_the_search_never_loses_to_the_default():
+    tried = golden_section(lambda x: (x - 0.3) ** 2, 0.0, 1.0, 30)
+    assert abs(min(tried, key=tried.get) - 0.3) < 1e-5 and len(tried) == 32
+    calls = []
+
+    def measure(t: float) -> float:
+        calls.append(t)
+        return abs(math.log(t) - math.log(1.5))
+
+    t, value = search_mid_time(measure, 0.05, 20.0, 25, start=0.821)
+    assert abs(t - 1.5) < 1e-3 and value == measure(t) and len(calls) == 28 + 1
+    t, value = search_mid_time(lambda t: 0.0 if t == 0.821 else 1.0, 0.05, 20.0, 4, start=0.821)
+    assert (t, value) == (0.821, 0.0)
+
+
+def test_tuned_two_step_evaluations_are_stored_with_their_search_once(tmp_path):
+    db, storage = trained_study(tmp_path, seeds=(0,))
+    args = ["--metric", "swd", "--steps", "2", "--tune-mid-time", "--tune-iterations", "3", "--samples", "64"]
+    res = evaluate(db, storage, *args)
+    assert res.exit_code == 0, res.output
+    frame = Store(db).evaluations_frame("s")
+    params = [json.loads(p) for p in frame["sampler_params"]]
+    default, tuned = sorted(params, key=lambda p: "tuned_on" in p)
+    assert default["mid_times"] == [0.821] and 0.05 <= tuned["mid_times"][0] <= 20
+    assert tuned["tuned_on"] == {"method": "golden-section on log t", "range": [0.05, 20.0], "iterations": 3,
+                                 "seed": 1, "num_samples": 64}
+    res = evaluate(db, storage, *args)
+    assert res.exit_code == 0 and json.loads(res.stdout)["added"] == 0 and len(Store(db).evaluations_frame("s")) == 2
+    res = evaluate(db, storage, *args[:-2], "--tune-range", "0.001,20")
+    assert res.exit_code == 2 and "--tune-range: intermediate times" in res.stderr

@@ -55,18 +55,18 @@ class Evaluator:
             self.points = data.x[torch.randperm(len(data), generator=gen)[: cfg.num_samples]]
             self.extractor_name = extractor_name(cfg.metric)
 
-    def _batches(self, model: Precond, sampler: Sampler) -> Iterator[torch.Tensor]:
-        """Samples in batches, from a generator seeded by eval.seed (the same noise for every evaluation)."""
-        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+    def _batches(self, model: Precond, sampler: Sampler, seed: int) -> Iterator[torch.Tensor]:
+        """Samples in batches, from a generator seeded by `seed` (the same noise for every evaluation)."""
+        gen = torch.Generator(device=self.device).manual_seed(seed)
         left = self.cfg.num_samples
         while left > 0:
             n = min(left, self.cfg.batch_size)
             yield sample(model, sampler, n, self.data.sample_shape, gen, self.device)[0]
             left -= n
 
-    def measure(self, model: Precond, sampler: Sampler) -> float:
-        """The configured distance between `model`'s samples and the data."""
-        batches = self._batches(model, sampler)
+    def measure(self, model: Precond, sampler: Sampler, seed: int | None = None) -> float:
+        """The configured distance between `model`'s samples (noise of `seed`, default eval.seed) and the data."""
+        batches = self._batches(model, sampler, self.cfg.seed if seed is None else seed)
         if self.cfg.metric in FD_METRICS:
             return fd_to_reference(batches, self.reference, self.extractor)
         samples = torch.cat(list(batches)).cpu()
@@ -82,7 +82,8 @@ class Evaluator:
             samplers.append(sampler_for(self.sampling, heun=True))
         return self.evaluate_samplers(model, step, reporter, samplers)
 
-    def evaluate_samplers(self, model: Precond, step: int, reporter: Reporter, samplers: list[Sampler]) -> list[EvalResult]:
+    def evaluate_samplers(self, model: Precond, step: int, reporter: Reporter,
+                          samplers: list[Sampler]) -> list[EvalResult]:
         """Measure `model` (in eval mode) with each sampler, reporting every result with its sampler's parameters."""
         was_training = model.training
         model.eval()

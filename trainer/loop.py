@@ -2,7 +2,8 @@
 
 The loop knows nothing of Ray, the store or the CLI; it reports through a `Reporter`.
 A run directory holds one rolling `checkpoint.pt`; calling `train()` again on the same directory
-resumes from it (same weights-determining config and init weights required) and continues the same schedule bit for bit on a CPU.
+resumes from it (same weights-determining config and init weights required: `weights_identity`) and
+continues the same schedule bit for bit on a CPU.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ def check_steps(steps: int, cfg: SamplingConfig) -> None:
     if steps < 1:
         raise ValueError(f"steps must be >= 1 (got {steps})")
     if steps - 1 > len(cfg.mid_times):
-        raise ValueError(f"{steps}-step sampling needs {steps - 1} mid times, sampling.mid_times has {len(cfg.mid_times)}")
+        raise ValueError(f"{steps}-step sampling needs {steps - 1} mid times, "
+                         f"sampling.mid_times has {len(cfg.mid_times)}")
 
 
 def check_mid_times(times: list[float], sigma_min: float, sigma_max: float) -> None:

@@ -449,7 +449,7 @@ class Store:
             q = select(Evaluation, StudyRun.study, StudyRun.label).join(StudyRun, StudyRun.run_id == Evaluation.run_id)
             if study is not None:
                 q = q.where(StudyRun.study == study)
-            rows = s.execute(q).all()
+            rows = s.execute(q.order_by(Evaluation.id)).all()  # in the order measured: training's own rows first
         cols = [c.name for c in Evaluation.__table__.columns if c.name != "id"]
         return pd.DataFrame([{**{c: getattr(e, c) for c in cols}, "study": st, "label": lab} for e, st, lab in rows],
                             columns=cols + ["study", "label"])
