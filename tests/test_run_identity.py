@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from sqlalchemy import MetaData, create_engine, insert
@@ -183,6 +184,9 @@ def test_a_store_and_run_dirs_from_before_are_found_under_the_new_ids(store_url,
     both = store.runs_frame()
     assert sorted(both["study"]) == ["one", "one", "two", "two"] and both["run_id"].nunique() == 2
     assert store.evaluations_frame("two")["value"].tolist() == [1.0, 1.0]  # the kept run's evaluations won
+    evals = store.evaluations_frame("one")  # their sampler parameters and seed, from the runs' configs
+    assert [json.loads(p) for p in evals["sampler_params"]] == [{"steps": 1, "sigma_max": 80.0, "mid_times": []}] * 2
+    assert evals["seed"].tolist() == [0, 0]
     assert store.metrics_frame(tune.run_id)["loss"].tolist() == [1.0]
 
     old_storage.rename(new_storage)  # --storage on another mount: stored checkpoint paths are stale now
@@ -196,3 +200,19 @@ def test_a_store_and_run_dirs_from_before_are_found_under_the_new_ids(store_url,
     cfg = TrainConfig.from_json(job.config).model_copy(update={"init": Path(job.init)})
     result = train(cfg, Path(job.run_dir), rep)
     assert result.status == "completed" and rep.metric_rows[0] == (2, {"resumed_from": 2.0})
+
+
+def test_compute_accounting_adds_the_init_chain(tmp_path):
+    from orchestrator.study_frames import study_frame
+    from orchestrator.study_runner import register
+
+    store = Store(f"sqlite:///{tmp_path / 'ect.db'}")
+    pre, tune = register(store, spec_of("one"))[0]
+    store.update_run(pre.run_id, status="completed", train_flops=1.0e12)
+    frame = study_frame(store, "one").set_index("role")
+    assert frame.loc["tune", "init_chain_flops"] == 1.0e12 and frame.loc["pretrain", "init_chain_flops"] == 0.0
+    assert pd.isna(frame.loc["tune", "total_flops"])  # the tuning run has no count of its own yet
+    assert frame.loc["pretrain", "total_flops"] == 1.0e12
+    store.update_run(tune.run_id, status="completed", train_flops=2.5e11)
+    frame = study_frame(store, "one").set_index("role")
+    assert frame.loc["tune", "total_flops"] == 1.25e12 and frame.loc["pretrain", "total_flops"] == 1.0e12
