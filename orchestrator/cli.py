@@ -215,7 +215,7 @@ def sample_cmd(
     import torch
 
     from trainer.loop import load_model
-    from trainer.sampling import consistency_sample, heun_sample, nfe_of
+    from trainer.sampling import sample, sampler_for
 
     from .images import save_image_grid, save_scatter
 
@@ -224,22 +224,13 @@ def sample_cmd(
             raise ConfigError(f"--out {out_path}: expected a .png or .pdf file")
         dev = cli_device(device)
         net, cfg, sample_shape = load_model(checkpoint, ema, str(dev))
-        gen = torch.Generator(device=dev).manual_seed(seed)
         labels = None
-        if net.label_dim:
-            if class_label is not None and not 0 <= class_label < net.label_dim:
+        if net.label_dim and class_label is not None:
+            if not 0 <= class_label < net.label_dim:
                 raise ValueError(f"--class must be in 0..{net.label_dim - 1}")
-            labels = (
-                torch.full((num,), class_label, device=dev)
-                if class_label is not None
-                else torch.randint(net.label_dim, (num,), generator=gen, device=dev)
-            )
-        shape = (num, *sample_shape)
-        if heun:
-            x = heun_sample(net, shape, cfg.sampling, gen, labels, dev)
-        else:
-            x = consistency_sample(net, shape, steps, cfg.sampling, gen, labels, dev)
-        nfe = nfe_of(steps, heun, cfg.sampling)
+            labels = torch.full((num,), class_label, device=dev)
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        x, nfe = sample(net, sampler_for(cfg.sampling, steps, heun), num, sample_shape, gen, dev, labels)
         if x.ndim == 2:
             path = save_scatter(x, out_path, title=f"{checkpoint} · NFE {nfe}")
         else:

@@ -14,6 +14,7 @@ from rich.table import Table
 from studies.spec import StudySpec, expand, load_study, stored_spec
 from trainer.config import ConfigError
 
+from .cli_evaluate import evaluate_cmd
 from .console import study_view
 from .cli_options import POINTS_OPTION, FitPoints, print_json
 from .common import DASHBOARD_OPTION, DB_OPTION, RUNTIME, STORAGE_OPTION, TRACK_OPTION, clean_errors, err, existing_store, open_store, out
@@ -26,6 +27,7 @@ from .study_runner import StopRequest, execute, plan, register
 from .tracking import fan_out, live_tracking, tracker_for
 
 app = typer.Typer(help="Declare, submit and follow studies.", no_args_is_help=True)
+app.command("evaluate")(evaluate_cmd)
 
 
 @app.command("validate")

@@ -52,7 +52,7 @@ class ProgressReporter:
         self.progress.update(self.task, completed=step, **fields)
 
     def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int,
-                   sampler: str = "consistency") -> None:
+                   sampler: str = "consistency", sampler_params: str = "{}", seed: int = 0) -> None:
         self._show()
         self.progress.console.print(
             f"step {step}: {metric} at NFE {nfe} ({sampler}) = {value:.4g} ({num_samples} samples, {extractor})"

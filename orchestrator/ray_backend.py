@@ -102,9 +102,9 @@ class TuneReporter:
         self._send("metrics", step=step, values=dict(values))
 
     def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int,
-                   sampler: str = "consistency") -> None:
+                   sampler: str = "consistency", sampler_params: str = "{}", seed: int = 0) -> None:
         self._send("evaluation", step=step, nfe=nfe, metric=metric, value=value, extractor=extractor,
-                   num_samples=num_samples, sampler=sampler)
+                   num_samples=num_samples, sampler=sampler, sampler_params=sampler_params, seed=seed)
 
     def checkpoint(self, step: int, path: Path) -> None:
         self._send("checkpoint", step=step, path=str(path))

@@ -26,13 +26,10 @@ def _samples(net: Precond, cfg: TrainConfig, shape: tuple[int, ...], steps: int 
     """n samples of a loaded model: `steps`-step consistency sampling, or Heun when steps is None."""
     import torch
 
-    from trainer.sampling import consistency_sample, heun_sample, nfe_of
+    from trainer.sampling import sample, sampler_for
 
-    gen = torch.Generator().manual_seed(seed)
-    labels = torch.randint(net.label_dim, (n,), generator=gen) if net.label_dim else None
-    if steps is None:
-        return heun_sample(net, (n, *shape), cfg.sampling, gen, labels), nfe_of(1, True, cfg.sampling)
-    return consistency_sample(net, (n, *shape), steps, cfg.sampling, gen, labels), steps
+    sampler = sampler_for(cfg.sampling, heun=True) if steps is None else sampler_for(cfg.sampling, steps)
+    return sample(net, sampler, n, shape, torch.Generator().manual_seed(seed))
 
 
 def one_run_per_budget(frame: pd.DataFrame) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from analysis import latest_evaluations
 
 from .store import Store
 
-ALIASES = {"train_compute": "train_flops", "compute": "normalized_compute", "params": "num_params",
+ALIASES = {"train_compute": "train_flops", "total_compute": "total_flops", "compute": "normalized_compute", "params": "num_params",
            "gflops": "model_gflops", "dropout": "network.dropout"}
 
 
@@ -29,11 +29,29 @@ def study_frame(store: Store, study: str) -> pd.DataFrame:
     fd_cols = [c for c in wide.columns if str(c).startswith("fd_")]
     if len(fd_cols) == 1:
         wide["fd"] = wide[fd_cols[0]]
-    runs = runs.drop(columns=["step"])  # the evaluation's step is the one that matters here
+    runs = with_compute_chain(store, runs.drop(columns=["step"]))  # the evaluation's step is the one that matters
     runs["model_gflops"] = runs["flops_per_sample"] / 2e9  # multiply-adds, the paper's GFLOPs convention
     params = store.params_frame(list(runs["run_id"]))
     # runs without evaluations (failed, diverged before evaluating) keep one row with no NFE
     return runs.merge(wide, on="run_id", how="left").join(params, on="run_id")
+
+
+def with_compute_chain(store: Store, runs: pd.DataFrame) -> pd.DataFrame:
+    """Adds `init_chain_flops` (training FLOPs of the runs this one starts from, transitively: the pretraining a
+    "32x cheaper" tuning leaves out) and `total_flops` (own + chain); NaN where a run of the chain has no count."""
+    chain: dict[str, float] = {}
+
+    def with_ancestors(run_id: str) -> float:
+        if run_id not in chain:
+            run = store.run(run_id)
+            own = float("nan") if run.train_flops is None else run.train_flops
+            chain[run_id] = own + (with_ancestors(run.depends_on) if run.depends_on else 0.0)
+        return chain[run_id]
+
+    out = runs.copy()
+    out["init_chain_flops"] = [with_ancestors(p) if isinstance(p, str) else 0.0 for p in out["depends_on"]]
+    out["total_flops"] = out["train_flops"].astype(float) + out["init_chain_flops"]
+    return out
 
 
 def resolve_column(df: pd.DataFrame, name: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from studies.spec import RunSpec, StudySpec, dump_spec, expand
+from trainer.checkpoint import CHECKPOINT_NAME
 
 from .backend import Backend, Fits
 from .ray_backend import Job
@@ -32,6 +33,24 @@ POLL_SECONDS = 2.0  # how often a driver reads the store for a cancel (a cancel 
 def run_dir(storage: Path, run_id: str) -> Path:
     """Each run's directory: `<storage>/runs/<run id>`; run ids are hex digests, so it stays inside."""
     return storage.resolve() / "runs" / run_id
+
+
+def adopt_run_dir(store: Store, storage: Path, run_id: str) -> Path:
+    """The run's directory; one still named by a former id (store migration 0003) is renamed to it, and a stored
+    checkpoint path that no longer exists (storage moved or renamed) is pointed at the directory's checkpoint."""
+    target = run_dir(storage, run_id)
+    run = store.run(run_id)
+    if not target.exists():
+        own = [Path(run.checkpoint).parent] if run.checkpoint else []
+        former = own + [run_dir(storage, old) for old in store.former_ids(run_id)]
+        source = next((p for p in former if p.parent == target.parent and p.is_dir()), None)
+        if source is not None:
+            source.rename(target)
+    checkpoint = target / CHECKPOINT_NAME
+    if run.checkpoint and run.checkpoint != str(checkpoint) and not Path(run.checkpoint).exists() \
+            and checkpoint.is_file():
+        store.update_run(run_id, checkpoint=str(checkpoint))
+    return target
 
 
 def register(store: Store, spec: StudySpec) -> tuple[list[RunSpec], list[str]]:
@@ -124,12 +143,13 @@ class StudyWork:
             r = self.specs[task.run_id]
             init = None
             if r.depends_on is not None:
+                adopt_run_dir(self.store, self.storage, r.depends_on)
                 init = self.store.run(r.depends_on).checkpoint
                 if not init:
                     self.ended(r.run_id, "failed", {"message": f"its pretraining run {r.depends_on} has no checkpoint"})
                     continue
             return Job(run_id=r.run_id, label=r.label, config=r.config.model_dump_json(),
-                       run_dir=str(run_dir(self.storage, r.run_id)), init=init,
+                       run_dir=str(adopt_run_dir(self.store, self.storage, r.run_id)), init=init,
                        workers=r.resources.workers, cpus_per_worker=r.resources.cpus_per_worker,
                        gpus_per_worker=r.resources.gpus_per_worker)
         return None

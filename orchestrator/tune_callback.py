@@ -44,7 +44,7 @@ class StoreCallback(tune.Callback):
             self.store.add_metrics(rid, result["step"], result["values"])
             self._changed(rid, {"step": result["step"], **result["values"]})
         elif kind == "evaluation":
-            keys = ("step", "nfe", "metric", "value", "extractor", "num_samples", "sampler")
+            keys = ("step", "nfe", "metric", "value", "extractor", "num_samples", "sampler", "sampler_params", "seed")
             self.store.add_evaluation(rid, **{k: result[k] for k in keys})
         elif kind == "checkpoint":
             self.store.update_run(rid, checkpoint=result["path"], node=result["node"])

@@ -2,7 +2,7 @@
 
 A study is a base `TrainConfig`, variants (labelled overrides and/or a grid over dotted config
 paths), optional diffusion pretraining whose checkpoint initialises the tuning runs, seeds,
-per-run resources and evaluations. Run ids hash the resolved config (and the run it starts from),
+per-run resources and evaluations. Run ids hash what determines the weights (and the run it starts from),
 so submitting a study twice runs nothing new and a run shared by two studies is trained once.
 """
 
@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from trainer.config import (TAGS, ConfigError, Seed, TrainConfig, batch_error, error_message, error_path, load_yaml,
-                            parse_yaml, read_yaml)
+                            parse_yaml, read_yaml, weights_identity)
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # matched with fullmatch: no trailing newline
 MAX_NAME_LENGTH = 64  # the store's column for study names
@@ -219,8 +219,12 @@ def apply_overrides(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig
 
 
 def run_id_of(config: TrainConfig, depends_on: str | None) -> str:
-    """Content hash of the resolved config and the run it starts from: equal runs share an id."""
-    payload = json.dumps({"config": json.loads(config.model_dump_json()), "init_run": depends_on}, sort_keys=True)
+    """Content hash of what determines the weights and of the run it starts from: equal runs share an id, and
+    changing evaluation, device, GPU options or paths trains nothing again. An `init` file given in the
+    config itself (not a run) counts by its file name."""
+    init_file = config.init.name if config.init is not None else None
+    payload = json.dumps({"config": weights_identity(config), "init_run": depends_on, "init_file": init_file},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

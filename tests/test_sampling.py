@@ -7,7 +7,7 @@ from torch import nn
 
 from trainer.config import SamplingConfig
 from trainer.precond import Precond
-from trainer.sampling import consistency_sample, heun_sample, heun_times, nfe_of
+from trainer.sampling import HeunSampler, consistency_sample, heun_sample, heun_times, sample, sampler_for
 
 
 class Zero(nn.Module):
@@ -35,7 +35,7 @@ def test_heun_recovers_gaussian_data_and_uses_35_nfe():
     net = Precond(backbone, sigma_data=0.5)
     cfg = SamplingConfig()
     x = heun_sample(net, (20000, 2), cfg, torch.Generator().manual_seed(0))
-    assert backbone.calls == 35 == nfe_of(1, True, cfg)
+    assert backbone.calls == 35 == HeunSampler(cfg).nfe
     # The ODE dx/dt = x t / (sd^2 + t^2) is linear, so every sample is z * 80 * gain, where gain is
     # the same Heun recursion run on the scalar ODE (EDM's 18 steps overshoot its exact value by 5.5 %).
     t = heun_times(cfg).tolist()
@@ -89,3 +89,28 @@ def test_sampling_does_not_touch_global_rng():
     consistency_sample(net, (4, 2), 2, SamplingConfig(), torch.Generator().manual_seed(0))
     heun_sample(net, (4, 2), SamplingConfig(heun_steps=3), torch.Generator().manual_seed(0))
     assert torch.equal(before, torch.get_rng_state())
+
+
+class LabelEcho(nn.Module):
+    """F = class label (a conditional network whose output shows which labels it was given)."""
+
+    def forward(self, x, noise_labels, class_labels=None):
+        return class_labels.argmax(dim=1, keepdim=True).float().expand_as(x)
+
+
+def test_sample_draws_labels_then_noise_and_reports_the_nfe():
+    """One entry point: a conditional model's labels come from the generator before the noise, or are given."""
+    net = Precond(LabelEcho(), sigma_data=0.5, sigma_min=0.003, label_dim=10)
+    cfg = SamplingConfig(mid_times=[0.821, 0.3])
+    gen = torch.Generator().manual_seed(4)
+    labels = torch.randint(10, (6,), generator=gen)
+    expected = consistency_sample(net, (6, 2), 3, cfg, gen, torch.nn.functional.one_hot(labels, 10).float())
+    x, nfe = sample(net, sampler_for(cfg, 3), 6, (2,), torch.Generator().manual_seed(4))
+    assert nfe == 3 and torch.equal(x, expected)
+    given = torch.nn.functional.one_hot(torch.full((6,), 7), 10).float()
+    x, nfe = sample(net, sampler_for(cfg, heun=True), 6, (2,), torch.Generator().manual_seed(4), labels=given)
+    assert nfe == 35 and x.shape == (6, 2)
+    assert sampler_for(cfg, 2).params() == {"steps": 2, "sigma_max": 80.0, "mid_times": [0.821]}
+    assert sampler_for(cfg, heun=True).params() == {"heun_steps": 18, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0}
+    with pytest.raises(ValueError, match="needs 3 mid times"):
+        sampler_for(cfg, 4)

@@ -6,6 +6,7 @@ JSON, the step, the network, its EMAs, the optimizer, the RNG states and the com
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,13 @@ def ema_weights(state: dict[str, Any], path: Path, ema: str | None = None) -> di
     if name not in emas:
         raise CheckpointError(f"{path}: no EMA named {name!r} (has {sorted(emas)})")
     return emas[name]
+
+
+def weights_digest(weights: dict[str, torch.Tensor]) -> str:
+    """A content hash of a state dict (names, dtypes, shapes and bytes): identifies init weights wherever they lie."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        t = weights[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]

@@ -342,6 +342,31 @@ class TrainConfig(Strict):
         return cls.model_validate(json.loads(text))
 
 
+# What does not determine the trained weights: evaluation and sampling settings, logging and checkpoint
+# cadence, where the run executes (device, gpu.*) and where files live. `schedule.batch_per_device` is
+# out too: micro-batches accumulate the gradient of the same batch with noise drawn for the whole batch,
+# so it changes float rounding only, like gpu.tf32 or gpu.compile (a run may resume on another GPU).
+NOT_WEIGHTS = ("eval", "sampling", "gpu", "device", "init")
+NOT_WEIGHTS_SCHEDULE = ("batch_per_device", "log_interval", "eval_interval", "checkpoint_interval")
+
+
+def weights_identity(cfg: TrainConfig) -> dict:
+    """The part of a config that determines the trained weights: what a run id hashes and a resume compares.
+
+    `init` is left out (a path): the trainer compares the init weights' digest, a study hashes the init's run
+    id. A dataset is its kind and content fields: CIFAR-10 has no location in it, an image folder its file name.
+    """
+    tree = json.loads(cfg.model_dump_json(exclude=set(NOT_WEIGHTS)))
+    for key in NOT_WEIGHTS_SCHEDULE:
+        del tree["schedule"][key]
+    data = tree["data"]
+    if data["name"] == "cifar10":
+        del data["path"]
+    elif "path" in data:
+        data["path"] = Path(data["path"]).name
+    return tree
+
+
 def valid_device(name: str) -> bool:
     """auto, cpu, cuda or cuda:N."""
     return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())

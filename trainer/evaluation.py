@@ -18,7 +18,7 @@ from .data import AnyDataset
 from .metrics import FD_METRICS, energy_distance, fd_to_reference, get_extractor, reference_stats, sliced_wasserstein
 from .precond import Precond
 from .reporter import Reporter
-from .sampling import consistency_sample, heun_sample, nfe_of
+from .sampling import Sampler, params_json, sample, sampler_for
 
 
 @dataclass
@@ -29,6 +29,13 @@ class EvalResult:
     value: float
     extractor: str
     num_samples: int
+    sampler_params: str  # canonical JSON of the sampler's parameters (steps, intermediate times, Heun steps)
+    seed: int
+
+
+def extractor_name(metric: str) -> str:
+    """The feature space a metric is measured in ("points" for distances between 2-D points)."""
+    return FD_METRICS.get(metric, "points")
 
 
 class Evaluator:
@@ -46,27 +53,20 @@ class Evaluator:
         else:
             gen = torch.Generator().manual_seed(cfg.seed)
             self.points = data.x[torch.randperm(len(data), generator=gen)[: cfg.num_samples]]
-            self.extractor_name = "points"
+            self.extractor_name = extractor_name(cfg.metric)
 
-    def _batches(self, model: Precond, steps: int, heun: bool) -> Iterator[torch.Tensor]:
-        """Samples in batches, from a generator seeded by eval.seed (the same noise for every evaluation)."""
-        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+    def _batches(self, model: Precond, sampler: Sampler, seed: int) -> Iterator[torch.Tensor]:
+        """Samples in batches, from a generator seeded by `seed` (the same noise for every evaluation)."""
+        gen = torch.Generator(device=self.device).manual_seed(seed)
         left = self.cfg.num_samples
         while left > 0:
             n = min(left, self.cfg.batch_size)
-            labels = None
-            if model.label_dim:
-                labels = torch.randint(model.label_dim, (n,), generator=gen, device=self.device)
-            shape = (n, *self.data.sample_shape)
-            if heun:
-                yield heun_sample(model, shape, self.sampling, gen, labels, self.device)
-            else:
-                yield consistency_sample(model, shape, steps, self.sampling, gen, labels, self.device)
+            yield sample(model, sampler, n, self.data.sample_shape, gen, self.device)[0]
             left -= n
 
-    def measure(self, model: Precond, steps: int, heun: bool = False) -> float:
-        """The configured distance between `model`'s samples and the data."""
-        batches = self._batches(model, steps, heun)
+    def measure(self, model: Precond, sampler: Sampler, seed: int | None = None) -> float:
+        """The configured distance between `model`'s samples (noise of `seed`, default eval.seed) and the data."""
+        batches = self._batches(model, sampler, self.cfg.seed if seed is None else seed)
         if self.cfg.metric in FD_METRICS:
             return fd_to_reference(batches, self.reference, self.extractor)
         samples = torch.cat(list(batches)).cpu()
@@ -77,19 +77,24 @@ class Evaluator:
     def evaluate(self, model: Precond, step: int, reporter: Reporter, nfes: list[int] | None = None,
                  heun: bool | None = None) -> list[EvalResult]:
         """Evaluate at each NFE (consistency sampling) and, where asked, with the Heun sampler."""
+        samplers = [sampler_for(self.sampling, n) for n in (nfes if nfes is not None else self.cfg.nfe)]
+        if self.cfg.heun if heun is None else heun:
+            samplers.append(sampler_for(self.sampling, heun=True))
+        return self.evaluate_samplers(model, step, reporter, samplers)
+
+    def evaluate_samplers(self, model: Precond, step: int, reporter: Reporter,
+                          samplers: list[Sampler]) -> list[EvalResult]:
+        """Measure `model` (in eval mode) with each sampler, reporting every result with its sampler's parameters."""
         was_training = model.training
         model.eval()
         results = []
         try:
-            runs = [(n, False) for n in (nfes if nfes is not None else self.cfg.nfe)]
-            if self.cfg.heun if heun is None else heun:
-                runs.append((1, True))
-            for steps, use_heun in runs:
-                value = self.measure(model, steps, use_heun)
-                res = EvalResult(nfe_of(steps, use_heun, self.sampling), "heun" if use_heun else "consistency",
-                                 self.cfg.metric, value, self.extractor_name, self.cfg.num_samples)
-                reporter.evaluation(step, res.nfe, res.metric, value, extractor=res.extractor,
-                                    num_samples=res.num_samples, sampler=res.sampler)
+            for sampler in samplers:
+                res = EvalResult(sampler.nfe, sampler.name, self.cfg.metric, self.measure(model, sampler),
+                                 self.extractor_name, self.cfg.num_samples, params_json(sampler), self.cfg.seed)
+                reporter.evaluation(step, res.nfe, res.metric, res.value, extractor=res.extractor,
+                                    num_samples=res.num_samples, sampler=res.sampler,
+                                    sampler_params=res.sampler_params, seed=res.seed)
                 results.append(res)
         finally:
             model.train(was_training)

@@ -2,7 +2,8 @@
 
 The loop knows nothing of Ray, the store or the CLI; it reports through a `Reporter`.
 A run directory holds one rolling `checkpoint.pt`; calling `train()` again on the same directory
-resumes from it (same config required) and continues the same schedule bit for bit on a CPU.
+resumes from it (same weights-determining config and init weights required: `weights_identity`) and
+continues the same schedule bit for bit on a CPU.
 Under an initialised `torch.distributed` process group the run is data-parallel (see
 `trainer.distributed`): `schedule.batch_size` is the global batch, split over the ranks and then
 into micro-batches of `batch_per_device`; rank 0 owns the EMA, evaluation, checkpoints and reports.
@@ -20,8 +21,9 @@ from typing import Callable, Literal
 import torch
 
 from . import distributed
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, ema_weights, load_checkpoint, load_weights, save_checkpoint
-from .config import TrainConfig, batch_error
+from .checkpoint import (CHECKPOINT_NAME, CheckpointError, ema_weights, load_checkpoint, load_weights, save_checkpoint,
+                         weights_digest)
+from .config import TrainConfig, batch_error, weights_identity
 from .data import AnyDataset, data_shape, load_dataset
 from .ect import LossOutput, draw_noise, ect_loss, stage
 from .ema import EMA
@@ -126,8 +128,7 @@ class RunState:
         self.autocast = _autocast(cfg, device)
         torch.manual_seed(cfg.seed)
         self.net = build_model(cfg, data.sample_shape, data.num_classes).to(device).train()
-        if cfg.init is not None:
-            _load_init(self.net, cfg.init)
+        self.init_digest = _load_init(self.net, cfg.init) if cfg.init is not None else None
         self.channels_last = device.type == "cuda" and cfg.gpu.channels_last and data.kind == "image"
         self.train_net = _speed_options(cfg, device, self.net, data.kind == "image", self.ranks)
         self.ema = EMA(self.net, cfg.ema) if self.ranks.is_main else None
@@ -156,6 +157,7 @@ class RunState:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         return {
             "config": self.cfg.to_json(),
+            "init_digest": self.init_digest,
             "data_info": {"sample_shape": list(self.data.sample_shape), "num_classes": self.data.num_classes},
             "step": self.step,
             "images_seen": self.images_seen,
@@ -167,7 +169,9 @@ class RunState:
         }
 
     def restore(self, state: dict) -> None:
-        if state["config"] != self.cfg.to_json():
+        saved = TrainConfig.from_json(state["config"])  # resume needs the same weights-determining config only
+        if (weights_identity(saved) != weights_identity(self.cfg) or (saved.init is None) != (self.cfg.init is None)
+                or state.get("init_digest", self.init_digest) != self.init_digest):
             raise CheckpointError(
                 f"{self.checkpoint_path}: holds a run with a different config; use another run directory"
             )
@@ -256,8 +260,8 @@ class StepOutput:
     finite: bool
 
 
-def _load_init(net: Precond, path: Path) -> None:
-    """Initialise from a checkpoint's EMA or a state dict of the preconditioned network."""
+def _load_init(net: Precond, path: Path) -> str:
+    """Initialise from a checkpoint's EMA or a state dict of the preconditioned network; returns its digest."""
     weights = load_weights(path)
     result = net.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -265,6 +269,7 @@ def _load_init(net: Precond, path: Path) -> None:
             f"{path}: weights do not match the network (missing {result.missing_keys[:5]}, "
             f"unexpected {result.unexpected_keys[:5]})"
         )
+    return weights_digest(weights)
 
 
 def _grad_norm(net: torch.nn.Module) -> torch.Tensor:

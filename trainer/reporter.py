@@ -16,9 +16,10 @@ class Reporter(Protocol):
         """Training metrics after `step` completed iterations (loss, lr, images/s, ...)."""
 
     def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int,
-                   sampler: str = "consistency") -> None:
+                   sampler: str = "consistency", sampler_params: str = "{}", seed: int = 0) -> None:
         """One evaluation of the EMA model at `step` with `nfe` network evaluations per sample
-        (`sampler`: "consistency" sampling or EDM's "heun" sampler)."""
+        (`sampler`: "consistency" sampling or EDM's "heun" sampler; `sampler_params`: its parameters as
+        canonical JSON; `seed`: of the sampling noise)."""
 
     def checkpoint(self, step: int, path: Path) -> None:
         """A checkpoint holding the state after `step` iterations was written to `path`."""
@@ -31,7 +32,7 @@ class NullReporter:
         pass
 
     def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int,
-                   sampler: str = "consistency") -> None:
+                   sampler: str = "consistency", sampler_params: str = "{}", seed: int = 0) -> None:
         pass
 
     def checkpoint(self, step: int, path: Path) -> None:
@@ -50,10 +51,10 @@ class RecordingReporter:
         self.metric_rows.append((step, dict(values)))
 
     def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int,
-                   sampler: str = "consistency") -> None:
+                   sampler: str = "consistency", sampler_params: str = "{}", seed: int = 0) -> None:
         self.evaluations.append(
             dict(step=step, nfe=nfe, metric=metric, value=value, extractor=extractor, num_samples=num_samples,
-                 sampler=sampler)
+                 sampler=sampler, sampler_params=sampler_params, seed=seed)
         )
 
     def checkpoint(self, step: int, path: Path) -> None:

@@ -5,6 +5,10 @@ Both draw their noise from an explicit generator, so sampling never disturbs the
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from typing import Protocol
+
 import torch
 
 from .config import SamplingConfig
@@ -13,6 +17,23 @@ from .precond import Precond
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=generator.device).to(device)
+
+
+def check_steps(steps: int, cfg: SamplingConfig) -> None:
+    """n-step consistency sampling needs n >= 1 and n - 1 intermediate times."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1 (got {steps})")
+    if steps - 1 > len(cfg.mid_times):
+        raise ValueError(f"{steps}-step sampling needs {steps - 1} mid times, "
+                         f"sampling.mid_times has {len(cfg.mid_times)}")
+
+
+def check_mid_times(times: list[float], sigma_min: float, sigma_max: float) -> None:
+    """Intermediate times of multistep sampling must decrease strictly and lie inside (sigma_min, sigma_max)."""
+    inside = all(sigma_min < t < sigma_max for t in times)
+    if not inside or any(b >= a for a, b in zip(times, times[1:])):
+        raise ValueError(f"intermediate times {times} must decrease strictly and lie in (sigma_min, sigma_max) = "
+                         f"({sigma_min:g}, {sigma_max:g})")
 
 
 @torch.no_grad()
@@ -26,12 +47,7 @@ def consistency_sample(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """x = f(sigma_max z, sigma_max); then for each mid time t: x = f(x + t z', t) (1 NFE per step)."""
-    if steps < 1:
-        raise ValueError("steps must be >= 1")
-    if steps - 1 > len(cfg.mid_times):
-        raise ValueError(
-            f"{steps}-step sampling needs {steps - 1} mid times, sampling.mid_times has {len(cfg.mid_times)}"
-        )
+    check_steps(steps, cfg)
     device = torch.device(device)
     times = [cfg.sigma_max] + list(cfg.mid_times[: steps - 1])
     x = _randn(shape, generator, device) * times[0]
@@ -78,6 +94,81 @@ def heun_sample(
     return x.float()
 
 
-def nfe_of(steps: int, heun: bool, cfg: SamplingConfig) -> int:
-    """Network evaluations per sample."""
-    return 2 * cfg.heun_steps - 1 if heun else steps
+class Sampler(Protocol):
+    """A way of drawing samples from a consistency (or diffusion) model, with the parameters that define it."""
+
+    name: str
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per sample."""
+
+    def params(self) -> dict:
+        """What, besides the model and the noise, determines the samples (recorded with every evaluation)."""
+
+    def draw(self, net: Precond, shape: tuple[int, ...], generator: torch.Generator, labels: torch.Tensor | None,
+             device: torch.device) -> torch.Tensor:
+        """Samples of `shape` from `generator`'s noise."""
+
+
+@dataclass(frozen=True)
+class ConsistencySampler:
+    """`steps`-step consistency sampling at sigma_max and the first steps - 1 of `cfg.mid_times`."""
+
+    steps: int
+    cfg: SamplingConfig
+    name: str = "consistency"
+
+    def __post_init__(self) -> None:
+        check_steps(self.steps, self.cfg)
+
+    @property
+    def nfe(self) -> int:
+        return self.steps
+
+    def params(self) -> dict:
+        return {"steps": self.steps, "sigma_max": self.cfg.sigma_max, "mid_times": self.cfg.mid_times[: self.steps - 1]}
+
+    def draw(self, net: Precond, shape: tuple[int, ...], generator: torch.Generator, labels: torch.Tensor | None,
+             device: torch.device) -> torch.Tensor:
+        return consistency_sample(net, shape, self.steps, self.cfg, generator, labels, device)
+
+
+@dataclass(frozen=True)
+class HeunSampler:
+    """EDM's deterministic Heun sampler with `cfg.heun_steps` time steps (the diffusion baseline)."""
+
+    cfg: SamplingConfig
+    name: str = "heun"
+
+    @property
+    def nfe(self) -> int:
+        return 2 * self.cfg.heun_steps - 1
+
+    def params(self) -> dict:
+        c = self.cfg
+        return {"heun_steps": c.heun_steps, "sigma_max": c.sigma_max, "sigma_min": c.heun_sigma_min, "rho": c.rho}
+
+    def draw(self, net: Precond, shape: tuple[int, ...], generator: torch.Generator, labels: torch.Tensor | None,
+             device: torch.device) -> torch.Tensor:
+        return heun_sample(net, shape, self.cfg, generator, labels, device)
+
+
+def sampler_for(cfg: SamplingConfig, steps: int = 1, heun: bool = False) -> Sampler:
+    """The Heun sampler, or `steps`-step consistency sampling, of a run's `sampling` section."""
+    return HeunSampler(cfg) if heun else ConsistencySampler(steps, cfg)
+
+
+def params_json(sampler: Sampler) -> str:
+    """A sampler's parameters as canonical JSON (what the store keys evaluations by)."""
+    return json.dumps(sampler.params(), sort_keys=True)
+
+
+def sample(net: Precond, sampler: Sampler, n: int, sample_shape: tuple[int, ...], generator: torch.Generator,
+           device: torch.device | str = "cpu", labels: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """`n` samples and the NFE per sample. A conditional model's class labels are drawn from `generator` (before
+    the noise) unless given, so one seed fixes labels and noise alike."""
+    device = torch.device(device)
+    if labels is None and net.label_dim:
+        labels = torch.randint(net.label_dim, (n,), generator=generator, device=generator.device).to(device)
+    return sampler.draw(net, (n, *sample_shape), generator, labels, device), sampler.nfe

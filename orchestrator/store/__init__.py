@@ -38,6 +38,7 @@ from .schema import (
     Meta,
     MetricRow,
     Run,
+    RunAlias,
     RunParam,
     Study,
     StudyRun,
@@ -51,7 +52,7 @@ FINISHED = ("completed", "diverged")
 
 __all__ = [
     "DEFAULT_DB", "FINISHED", "SCHEMA_VERSION", "STATUSES", "Base", "Claim", "Evaluation", "Meta", "MetricRow",
-    "NoStoreError", "Run", "RunParam", "Store", "StoreError", "Study", "StudyRun", "database_url", "flatten", "now",
+    "NoStoreError", "Run", "RunAlias", "RunParam", "Store", "StoreError", "Study", "StudyRun", "database_url", "flatten", "now",
     "redact",
 ]
 
@@ -341,6 +342,11 @@ class Store:
                 raise StoreError(f"no run with id {run_id!r} in {redact(self.url)}")
             return run
 
+    def former_ids(self, run_id: str) -> list[str]:
+        """The ids a run had before the store re-keyed runs by what determines their weights (migration 0003)."""
+        with self.session() as s:
+            return list(s.scalars(select(RunAlias.old_id).where(RunAlias.run_id == run_id).order_by(RunAlias.old_id)))
+
     def cancel_study(self, name: str) -> int:
         """Mark the study's pending and running runs cancelled; returns how many."""
         with self.session(write=True) as s:
@@ -373,8 +379,9 @@ class Store:
                                                      set_={"value": stmt.excluded.value}))
 
     def add_evaluation(self, run_id: str, **row: Any) -> None:
-        """Upsert one evaluation, keyed by run, step, nfe, metric and sampler."""
-        values = {"sampler": "consistency", **row, "run_id": run_id}
+        """Upsert one evaluation, keyed by EVALUATION_KEY (run, step, metric, extractor, sampler and its parameters,
+        sample count, seed)."""
+        values = {"sampler": "consistency", "sampler_params": "{}", "seed": 0, **row, "run_id": run_id}
         with self.session(write=True) as s:
             stmt = self._insert()(Evaluation).values(values)
             s.execute(stmt.on_conflict_do_update(
@@ -446,7 +453,7 @@ class Store:
             q = select(Evaluation, StudyRun.study, StudyRun.label).join(StudyRun, StudyRun.run_id == Evaluation.run_id)
             if study is not None:
                 q = q.where(StudyRun.study == study)
-            rows = s.execute(q).all()
+            rows = s.execute(q.order_by(Evaluation.id)).all()  # in the order measured: training's own rows first
         cols = [c.name for c in Evaluation.__table__.columns if c.name != "id"]
         return pd.DataFrame([{**{c: getattr(e, c) for c in cols}, "study": st, "label": lab} for e, st, lab in rows],
                             columns=cols + ["study", "label"])

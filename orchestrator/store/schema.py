@@ -26,7 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from studies.spec import MAX_LABEL_LENGTH, MAX_NAME_LENGTH
 
-SCHEMA_VERSION = 2  # the `meta` table's marker: stores written before Alembic hold 1, and older ects refuse 2
+SCHEMA_VERSION = 3  # the `meta` table's marker: stores written before Alembic hold 1, and older ects refuse 2 and up
 OWNER_LENGTH = 128
 ROW_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only an INTEGER primary key
 
@@ -127,6 +127,15 @@ class Run(Base):
     error_file: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class RunAlias(Base):
+    """A run's former id (migration 0003 re-keyed runs by what determines their weights); its run directory may
+    still carry that id until a driver adopts it."""
+
+    __tablename__ = "run_aliases"
+    old_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+
+
 class RunParam(Base):
     """The run's resolved config flattened to dotted keys, for filtering."""
 
@@ -147,6 +156,11 @@ class MetricRow(Base):
     __table_args__ = (UniqueConstraint("run_id", "step", "name"),)
 
 
+# One evaluation: a run's checkpoint at a step, scored by a metric (extractor) on samples of a sampler with its
+# parameters, a sample count and a seed; the NFE follows from the sampler and its parameters.
+EVALUATION_KEY = ("run_id", "step", "metric", "extractor", "sampler", "sampler_params", "num_samples", "seed")
+
+
 class Evaluation(Base):
     __tablename__ = "evaluations"
     id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
@@ -158,8 +172,9 @@ class Evaluation(Base):
     extractor: Mapped[str] = mapped_column(String(64))
     num_samples: Mapped[int] = mapped_column(BigInteger)
     sampler: Mapped[str] = mapped_column(String(32), default="consistency")
-    __table_args__ = (UniqueConstraint("run_id", "step", "nfe", "metric", "sampler"),)
+    sampler_params: Mapped[str] = mapped_column(String(512), default="{}")  # canonical JSON: steps, times, ...
+    seed: Mapped[int] = mapped_column(BigInteger, default=0)
+    __table_args__ = (UniqueConstraint(*EVALUATION_KEY, name="uq_evaluations_key"),)
 
 
 METRIC_KEY = ("run_id", "step", "name")
-EVALUATION_KEY = ("run_id", "step", "nfe", "metric", "sampler")

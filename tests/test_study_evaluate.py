@@ -1,0 +1,143 @@
+"""`ect study evaluate`: stored checkpoints scored with other samplers and sample counts, never retrained, never
+twice; every row says how it was made; bad input is refused before anything is written."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.store import Store
+from orchestrator.study_runner import register, run_dir
+from studies.spec import StudySpec
+from trainer.config import SamplingConfig
+from trainer.data import load_dataset
+from trainer.evaluation import Evaluator
+from trainer.loop import load_model, train
+from trainer.sampling import ConsistencySampler
+from trainer.schedule_search import golden_section, search_mid_time
+
+runner = CliRunner()
+BASE = {
+    "data": {"name": "swissroll", "num_samples": 256},
+    "network": {"arch": "mlp", "hidden": 16, "depth": 1},
+    "schedule": {"batch_size": 32, "iterations": 4},
+    "eval": {"metric": "swd", "num_samples": 64},
+}
+
+
+def trained_study(tmp_path: Path, base: dict = BASE, seeds: tuple = (0, 1), train_all: bool = True) -> tuple[str, Path]:
+    """A registered study whose runs were trained into their run directories (no evaluation during training)."""
+    db, storage = f"sqlite:///{tmp_path / 'ect.db'}", tmp_path / "store"
+    store = Store(db)
+    spec = StudySpec.model_validate({"name": "s", "base": {**base, "eval": {**base["eval"], "metric": None}},
+                                     "seeds": list(seeds)})
+    runs, _ = register(store, spec)
+    for r in runs[: len(runs) if train_all else 1]:
+        result = train(r.config, run_dir(storage, r.run_id))
+        store.update_run(r.run_id, status="completed", step=result.step, checkpoint=str(result.checkpoint))
+    return db, storage
+
+
+def evaluate(db: str, storage: Path, *args: str):
+    return runner.invoke(app, ["study", "evaluate", "s", "--db", db, "--storage", str(storage), "--device", "cpu",
+                               "--json", *args])
+
+
+def test_new_samplers_are_added_once_with_their_parameters(tmp_path):
+    db, storage = trained_study(tmp_path)
+    args = ["--metric", "swd", "--steps", "1,3", "--mid-times", "1.5,0.5", "--heun-steps", "3", "--seed", "1"]
+    res = evaluate(db, storage, *args)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["added"] == 6
+    frame = Store(db).evaluations_frame("s")
+    assert len(frame) == 6 and set(frame["seed"]) == {1} and set(frame["num_samples"]) == {64}
+    three = frame[frame["nfe"] == 3]
+    assert [json.loads(p) for p in three["sampler_params"]] == [{"steps": 3, "sigma_max": 80.0,
+                                                                 "mid_times": [1.5, 0.5]}] * 2
+    assert set(frame[frame["sampler"] == "heun"]["nfe"]) == {5}
+    # the stored number is that sampler's: measured again directly, with the same noise
+    run = three.iloc[0]
+    net, cfg, _ = load_model(Path(Store(db).run(run["run_id"]).checkpoint))
+    ev = cfg.eval.model_copy(update={"metric": "swd", "num_samples": 64, "seed": 1})
+    evaluator = Evaluator(ev, cfg.sampling, load_dataset(cfg.data), "cpu")
+    assert evaluator.measure(net, ConsistencySampler(3, SamplingConfig(mid_times=[1.5, 0.5]))) == run["value"]
+    assert evaluator.measure(net, ConsistencySampler(3, SamplingConfig(mid_times=[2.0, 0.2]))) != run["value"]
+    # the same again: nothing computed; more samples: new rows beside the old ones
+    res = evaluate(db, storage, *args)
+    assert res.exit_code == 0 and json.loads(res.stdout)["added"] == 0 and len(Store(db).evaluations_frame("s")) == 6
+    res = evaluate(db, storage, *args, "--samples", "32", "--steps", "1")
+    assert res.exit_code == 0 and json.loads(res.stdout)["added"] == 4
+    assert len(Store(db).evaluations_frame("s")) == 10
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mid-times", "0.5,1.5", "--steps", "3"], "--mid-times: intermediate times [0.5, 1.5] must decrease"),
+    (["--mid-times", "100"], "must decrease strictly and lie in (sigma_min, sigma_max) = (0.003, 80)"),
+    (["--mid-times", "0.001"], "(0.003, 80)"),
+    (["--steps", "0"], "--steps '0': each must be >= 1"),
+    (["--steps", "3"], "--steps: 3-step sampling needs 2 mid times"),
+    (["--steps", "two"], "--steps 'two': expected comma-separated ints"),
+])
+def test_bad_sampler_options_are_usage_errors_and_write_nothing(tmp_path, args, message):
+    db, storage = trained_study(tmp_path, seeds=(0,))
+    res = evaluate(db, storage, "--metric", "swd", *args)
+    assert res.exit_code == 2 and message in res.stderr and res.stderr.strip().count("\n") == 0, res.output
+    assert Store(db).evaluations_frame("s").empty
+
+
+def test_runs_without_a_checkpoint_are_named_and_nothing_is_written(tmp_path):
+    db, storage = trained_study(tmp_path, train_all=False)
+    pending = Store(db).runs_frame("s").set_index("status").loc["pending"]
+    res = evaluate(db, storage, "--metric", "swd")
+    assert res.exit_code == 1, res.output
+    assert f"no checkpoint for runs base_seed1 ({pending['run_id']}, pending)" in res.stderr
+    assert Store(db).evaluations_frame("s").empty
+    Store(db).update_run(pending["run_id"], status="running")
+    res = evaluate(db, storage, "--metric", "swd")
+    assert res.exit_code == 1 and "runs base_seed1 are still running" in res.stderr
+
+
+def test_missing_extractor_weights_name_the_option_and_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("ECT_INCEPTION_WEIGHTS", raising=False)
+    digits = {"data": {"name": "digits"}, "network": {"arch": "songunet", "model_channels": 8},
+              "schedule": {"batch_size": 8, "iterations": 1}, "eval": {"metric": None}}
+    db, storage = trained_study(tmp_path, base=digits, seeds=(0,))
+    res = evaluate(db, storage, "--metric", "fd_inception", "--weights", str(tmp_path / "nowhere"), "--steps", "1")
+    assert res.exit_code == 1 and res.stderr.strip().count("\n") == 0
+    assert "--weights" in res.stderr and "ECT_INCEPTION_WEIGHTS" in res.stderr
+    assert Store(db).evaluations_frame("s").empty
+
+
+def test_golden_section_finds_a_known_minimum_and_the_search_never_loses_to_the_default():
+    tried = golden_section(lambda x: (x - 0.3) ** 2, 0.0, 1.0, 30)
+    assert abs(min(tried, key=tried.get) - 0.3) < 1e-5 and len(tried) == 32
+    calls = []
+
+    def measure(t: float) -> float:
+        calls.append(t)
+        return abs(math.log(t) - math.log(1.5))
+
+    t, value = search_mid_time(measure, 0.05, 20.0, 25, start=0.821)
+    assert abs(t - 1.5) < 1e-3 and value == measure(t) and len(calls) == 28 + 1
+    t, value = search_mid_time(lambda t: 0.0 if t == 0.821 else 1.0, 0.05, 20.0, 4, start=0.821)
+    assert (t, value) == (0.821, 0.0)
+
+
+def test_tuned_two_step_evaluations_are_stored_with_their_search_once(tmp_path):
+    db, storage = trained_study(tmp_path, seeds=(0,))
+    args = ["--metric", "swd", "--steps", "2", "--tune-mid-time", "--tune-iterations", "3", "--samples", "64"]
+    res = evaluate(db, storage, *args)
+    assert res.exit_code == 0, res.output
+    frame = Store(db).evaluations_frame("s")
+    params = [json.loads(p) for p in frame["sampler_params"]]
+    default, tuned = sorted(params, key=lambda p: "tuned_on" in p)
+    assert default["mid_times"] == [0.821] and 0.05 <= tuned["mid_times"][0] <= 20
+    assert tuned["tuned_on"] == {"method": "golden-section on log t", "range": [0.05, 20.0], "iterations": 3,
+                                 "seed": 1, "num_samples": 64}
+    res = evaluate(db, storage, *args)
+    assert res.exit_code == 0 and json.loads(res.stdout)["added"] == 0 and len(Store(db).evaluations_frame("s")) == 2
+    res = evaluate(db, storage, *args[:-2], "--tune-range", "0.001,20")
+    assert res.exit_code == 2 and "--tune-range: intermediate times" in res.stderr
