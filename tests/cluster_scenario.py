@@ -23,26 +23,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 from fault_scenarios import lo_up, runs  # noqa: E402
+from fault_scenarios import spec as fault_spec  # noqa: E402
 
 BIN = Path(sys.executable).parent
 DASHBOARD = "http://127.0.0.1:8265"
 
 
 def spec(name: str, iterations: int) -> dict:
-    """Two tiny runs, one CPU each: one on each node."""
-    return {
-        "name": name,
-        "kind": "ablation",
-        "base": {
-            "data": {"name": "swissroll", "num_samples": 2000},
-            "network": {"arch": "mlp", "hidden": 64, "depth": 2},
-            "ect": {"mode": "pretraining"},
-            "optim": {"name": "adam", "lr": 1e-3},
-            "schedule": {"batch_size": 128, "iterations": iterations, "log_interval": 20, "checkpoint_interval": 40},
-        },
-        "grid": {"network.dropout": [0.0, 0.1]},
-        "resources": {"cpus": 1},
-    }
+    """Two tiny runs, one CPU each: one on each node (the fault scenarios' study)."""
+    return fault_spec(name, [0.0, 0.1], iterations, cpus=1)
 
 
 def env(workdir: Path) -> dict[str, str]:
