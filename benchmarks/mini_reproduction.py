@@ -31,7 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from datetime import datetime
 
 import pandas as pd
 import torch
@@ -83,7 +82,7 @@ def budgets(runs: pd.DataFrame) -> pd.DataFrame:
 def phases(db: Path, name: str) -> dict[str, float]:
     """Wall seconds of the pretraining run and of the tuning stage (first start to last finish), from the store."""
     runs = Store(database_url(str(db))).runs_frame(name)
-    t = lambda col: runs[col].map(datetime.fromisoformat)
+    t = lambda col: pd.to_datetime(runs[col], utc=True)  # the store's timestamps are timezone-aware (UTC)
     start, end, pre = t("started_at"), t("finished_at"), runs["role"] == "pretrain"
     span = lambda mask: (end[mask].max() - start[mask].min()).total_seconds() if mask.any() else 0.0
     return {"pretrain": span(pre), "tune": span(~pre)}
