@@ -143,7 +143,8 @@ def export_cmd(
         store = open_store(db, create=False, readonly=True)
         runs = select_runs(store, where, study, None, "")
         params = store.params_frame(list(runs["run_id"]))
-        evals = store.evaluations_frame(study).drop(columns=["study", "label"]).drop_duplicates()
+        evals = (store.evaluations_frame(study).drop(columns=["study", "label"]).drop_duplicates()
+                 .rename(columns={"seed": "sampling_seed"}))  # `seed` is the run's training seed (a config key)
         df = runs.merge(evals, on="run_id", how="left", suffixes=("", "_eval")).join(params, on="run_id")
         with atomic_file(out_path, force) as tmp:
             df.to_csv(tmp, index=False)

@@ -44,6 +44,7 @@ def env(workdir: Path) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
     })
     e.pop("RAY_ADDRESS", None)
+    e.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # set to 0 by a one-node Ray of this process: it forbids multi-node
     return e
 
 

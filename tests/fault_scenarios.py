@@ -45,6 +45,7 @@ def spec(name: str, labels: list[float], iterations: int, cpus: int) -> dict:
 
 def env(workdir: Path) -> dict[str, str]:
     e = dict(os.environ)
+    e.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # set to 0 by a one-node Ray of this process: it forbids multi-node
     e.update({
         "RAY_TMPDIR": str(workdir / "ray"),
         "RAY_AUTH_MODE": "disabled",  # every process of this isolated, loopback-only cluster

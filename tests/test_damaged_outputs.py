@@ -45,9 +45,9 @@ class StoreReporter:
         self.store.add_metrics(self.run_id, step, values)
 
     def evaluation(self, step: int, nfe: int, metric: str, value: float, extractor: str, num_samples: int,
-                   sampler: str = "consistency") -> None:
+                   sampler: str = "consistency", sampler_params: str = "{}", seed: int = 0) -> None:
         self.store.add_evaluation(self.run_id, step=step, nfe=nfe, metric=metric, value=value, extractor=extractor,
-                                  num_samples=num_samples, sampler=sampler)
+                                  num_samples=num_samples, sampler=sampler, sampler_params=sampler_params, seed=seed)
 
     def checkpoint(self, step: int, path: Path) -> None:
         self.store.update_run(self.run_id, checkpoint=str(path))

@@ -381,7 +381,9 @@ class Store:
     def add_evaluation(self, run_id: str, **row: Any) -> None:
         """Upsert one evaluation, keyed by EVALUATION_KEY (run, step, metric, extractor, sampler and its parameters,
         sample count, seed)."""
-        values = {"sampler": "consistency", "sampler_params": "{}", "seed": 0, **row, "run_id": run_id}
+        # without its sampler's parameters an evaluation is known by its NFE, so that two NFEs never share a key
+        values = {"sampler": "consistency", "sampler_params": json.dumps({"nfe": row.get("nfe")}), "seed": 0, **row,
+                  "run_id": run_id}
         with self.session(write=True) as s:
             stmt = self._insert()(Evaluation).values(values)
             s.execute(stmt.on_conflict_do_update(
