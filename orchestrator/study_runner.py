@@ -164,7 +164,7 @@ class StudyWork:
         self._changed(run_id, {"status": "running", "attempts": attempts})
 
     def ended(self, run_id: str, status: str, info: dict[str, Any]) -> None:
-        if status == "failed" and self.stop.reason is not None:
+        if status == "failed" and self.stop_reason() is not None:
             status = self.stop.reason  # e.g. a worker that got the terminal's Ctrl-C too: interrupted, not failed
         fields: dict[str, Any] = {"status": status, "finished_at": now()}
         if info.get("message"):
@@ -172,6 +172,13 @@ class StudyWork:
         self.store.update_run(run_id, **fields)
         self._changed(run_id, {"status": status, **({"error": info["message"]} if info.get("message") else {})})
         self._fail(self.queue.end(run_id, status))
+
+    def stop_reason(self) -> str | None:
+        """Why this driver stops; a signal that arrives because the study was cancelled (`ect study cancel`
+        stops a submitted driver's Ray Job, which sends SIGTERM) is a cancel, not an interruption."""
+        if self.stop.reason == "interrupted" and self.store.study(self.study).status == "cancelled":
+            self.stop.reason = "cancelled"
+        return self.stop.reason
 
     def poll(self) -> str | None:
         """Every POLL_SECONDS: read the study's status (a cancel stops this driver), beat the heartbeat of
@@ -206,6 +213,7 @@ def execute(store: Store, spec: StudySpec, storage: Path, backend: Backend, stop
     store.set_study_status(spec.name, "running")
     work = StudyWork(store, spec, runs, storage, stop, on_change, on_tick)
     backend.run(work)
+    work.stop_reason()
     for rid in sorted(work.queue.in_flight):
         status = stop.reason or "failed"  # without a stop: a trial that ended without the backend noticing
         store.update_run(rid, status=status, finished_at=now(),
