@@ -106,6 +106,7 @@ def main() -> None:
         print(f"{name:<26}{t_stats:>10.2f}{t_fd:>13.2f}{t_stats + t_fd:>16.2f}{value:>16.6f}")
     rel = abs(values[0] - values[1]) / max(abs(values[1]), 1e-300)
     print(f"FD eigh = {values[0]:.9f}, FD sqrtm = {values[1]:.9f}, relative difference {rel:.2e}")
+    print(f"summary: fd_eigh={values[0]:.9f} fd_sqrtm={values[1]:.9f} rel_diff={rel:.2e}")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,8 @@ def main() -> None:
     print(f"Ray study:          {ray_wall:.2f} s (plus {startup:.2f} s one-time Ray start-up)")
     print(f"ratio {ray_wall / sequential:.3f}  (target <= 1.15)")
     print(f"overhead {(ray_wall - sequential) / len(runs):.3f}  (seconds per run, target <= 1)")
+    print(f"summary: sequential_s={sequential:.2f} ray_s={ray_wall:.2f} ray_startup_s={startup:.2f} "
+          f"ratio={ray_wall / sequential:.3f} overhead_s_per_run={(ray_wall - sequential) / len(runs):.3f}")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ def main() -> None:
               f"diffusion {b / t['diffusion']:.0f} img/s ({t['diffusion'] * 1e3:.1f} ms/step), "
               f"ratio {ratios[-1]:.3f}")
     print(f"ratio {ratios[0]:.3f}  (first config; floor ~4/3, target <= 1.40)")
+    print("summary: " + " ".join(f"ratio{i}={r:.3f}" for i, r in enumerate(ratios)))
 
 
 def gpu(args: argparse.Namespace) -> None:
@@ -105,6 +106,8 @@ def gpu(args: argparse.Namespace) -> None:
           f"channels_last={cfg.gpu.channels_last}, compile={args.compile}")
     print(f"ECT step {b / t['ect']:.0f} img/s ({t['ect'] * 1e3:.1f} ms), diffusion step {b / t['diffusion']:.0f} img/s")
     print(f"ratio {t['ect'] / t['diffusion']:.3f}")
+    print(f"summary: ect_img_s={b / t['ect']:.0f} diffusion_img_s={b / t['diffusion']:.0f} "
+          f"ratio={t['ect'] / t['diffusion']:.3f}")
 
 
 if __name__ == "__main__":
