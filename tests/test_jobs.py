@@ -171,6 +171,7 @@ def status(step: dict) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("two-node-cluster")  # one worker runs both, so the module fixture starts one cluster
 @needs_unshare
 def test_submitted_study_completes_and_is_followed(cluster_run):
     r = cluster_run
@@ -191,6 +192,7 @@ def test_submitted_study_completes_and_is_followed(cluster_run):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("two-node-cluster")  # one worker runs both, so the module fixture starts one cluster
 @needs_unshare
 def test_second_submission_reports_the_first_then_cancel_stops_and_resubmit_resumes(cluster_run):
     r = cluster_run
