@@ -18,7 +18,7 @@ from .figures import (
     save_figure,
     scaled_axis,
 )
-from .comparison import fewer_steps_worse, tuning_vs_pretraining
+from .comparison import fewer_steps_worse, paper_claims, tuning_vs_pretraining
 from .frames import FIT_POINTS, fit_points, latest_evaluations, nfe_long, seed_summary, trend_vs_spread
 from .pareto import add_inference_cost, pareto_frontier
 from .powerlaw import PowerLawFit, fit_power_law, pearson_loglog
@@ -34,7 +34,7 @@ __all__ = [
     "compute_for_target", "fewer_steps_worse", "fig_compute_scaling", "fig_dropout", "fig_image_panels",
     "fig_mapping_schedule", "fig_model_size", "fig_pareto", "fig_sweep", "fig_sweep_heatmap", "fig_training_curve", "fit_points",
     "fit_power_law", "fit_saturating", "latest_evaluations", "list_references", "load_reference",
-    "mapping_ratio", "mapping_schedule", "nfe_long", "pareto_frontier", "pearson_loglog", "predict",
+    "mapping_ratio", "mapping_schedule", "nfe_long", "paper_claims", "pareto_frontier", "pearson_loglog", "predict",
     "SweepAxes", "config_groups", "save_figure", "scaled_axis", "seed_summary", "spans_decades", "sweep_axes",
     "sweep_summary", "to_csv", "to_latex", "to_markdown", "trend_vs_spread",
     "tuning_vs_pretraining",
