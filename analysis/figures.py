@@ -286,24 +286,30 @@ def fig_model_size(df: pd.DataFrame, metric: str = "fid", nfe_col: str = "nfe", 
 @_styled
 def fig_pareto(df: pd.DataFrame, cost: str, metric: str, minimize_metric: bool = True, hue: str | None = None,
                logx: bool = True, logy: bool = False, xlabel: str | None = None, ylabel: str | None = None,
-               references: Mapping[str, float | None] | None = None) -> Figure:
-    """All runs as points and the Pareto frontier of cost vs metric as a staircase, one per `hue` value
-    (e.g. one per NFE: a 1-step and a 2-step run are different products, not rivals). The cost axis is
-    drawn in readable units (`scaled_axis`); `references` adds horizontal lines (Heun, floor)."""
+               references: Mapping[str, float | None] | None = None, frontier_per_hue: bool = True) -> Figure:
+    """All runs as points (coloured by `hue`) and the Pareto frontier of cost vs metric as a staircase: one per
+    `hue` value by default (per NFE against training compute: a 1-step and a 2-step run are different products),
+    or one over all runs with `frontier_per_hue=False` (a cost that already counts the NFE, e.g. inference cost).
+    The cost axis is drawn in readable units (`scaled_axis`); `references` adds horizontal lines (Heun, floor)."""
     _require(df, cost, metric, hue)
     data = df.dropna(subset=[cost, metric])
     xs, auto_label = scaled_axis(data, cost)
     data = data.assign(**{cost: xs})
     fig, (ax,) = _new_figure()
     groups = [(None, data)] if hue is None else list(data.groupby(hue, sort=True))
+    per_group = hue is not None and frontier_per_hue
     for i, (value, rows) in enumerate(groups):
         colour = "#9e9e9e" if hue is None else PALETTE[i % len(PALETTE)]
         name = "runs" if hue is None else step_label(value) if hue == "nfe" else f"{hue}={value}"
         ax.plot(rows[cost], rows[metric], ls="none", marker="o", alpha=0.5, ms=3, color=colour, label=name)
-        front = pareto_frontier(rows, cost, metric, minimize_metric)
-        ax.plot(front[cost], front[metric], drawstyle="steps-post", marker="o", mfc="none",
-                color="black" if hue is None else colour, lw=1.0,
-                label="Pareto frontier" if hue is None else f"{name} Pareto frontier")
+        if per_group:
+            front = pareto_frontier(rows, cost, metric, minimize_metric)
+            ax.plot(front[cost], front[metric], drawstyle="steps-post", marker="o", mfc="none", color=colour, lw=1.0,
+                    label=f"{name} Pareto frontier")
+    if not per_group:
+        front = pareto_frontier(data, cost, metric, minimize_metric)
+        ax.plot(front[cost], front[metric], drawstyle="steps-post", marker="o", mfc="none", color="black", lw=1.0,
+                label="Pareto frontier")
     _reference_lines(ax, references)
     ax.set(xscale="log" if logx else "linear", yscale="log" if logy else "linear", xlabel=xlabel or auto_label,
            ylabel=ylabel or axis_label(metric))

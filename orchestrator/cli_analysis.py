@@ -250,7 +250,7 @@ def figure_makers(df: "pd.DataFrame", spec: StudySpec, references: dict[str, flo
             ylabel=label, paper=_paper_model_sizes(metric_col))
         makers["pareto_inference"] = lambda: analysis.fig_pareto(
             analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops"), "inference_cost", metric, hue="nfe",
-            ylabel=label, references=references)
+            ylabel=label, references=references, frontier_per_hue=False)
     return makers
 
 
