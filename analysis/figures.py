@@ -20,6 +20,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from .frames import fit_points, seed_summary
@@ -27,6 +29,7 @@ from .pareto import pareto_frontier
 from .powerlaw import PowerLawFit, fit_power_law
 from .saturating import SaturatingFit, fit_saturating
 from .schedule import mapping_schedule
+from .sweeps import numeric_axis, spans_decades, sweep_summary
 
 COLUMN_WIDTH = 3.3
 FULL_WIDTH = 6.8
@@ -54,6 +57,11 @@ AXIS_LABELS = {
     "dropout": "dropout rate",
     "network.dropout": "dropout rate",
     "step": "training iterations",
+    "optim.lr": "learning rate",
+    "ect.q": "q (Δt shrinking factor)",
+    "ect.weighting": "timestep weighting w(t)",
+    "ect.adaptive_c": "adaptive weighting c",
+    "network.model_channels": "model channels",
     "schedule.iterations": "tuning iterations",
     "fid": "FID",
     "fd_inception": "FID",
@@ -61,9 +69,36 @@ AXIS_LABELS = {
 }
 
 
+FLOP_COLUMNS = {"train_flops": "training compute", "total_flops": "total compute (pretraining + tuning)",
+                "init_chain_flops": "pretraining compute"}
+SI_PREFIXES = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
 def axis_label(column: str) -> str:
     """Axis text for a column: its quantity and unit where known, else the column name."""
     return AXIS_LABELS.get(column, column)
+
+
+def scaled_axis(df: pd.DataFrame, column: str) -> tuple[pd.Series, str]:
+    """The values to draw for `column` and their axis text: the one place that turns a cost column into an axis.
+
+    FLOP counts are shown in the SI unit that keeps their median between 1 and 1000 ("training compute
+    (GFLOPs)", ticks 200, 500, 1000 rather than 2e+11); other columns as they are, labelled by `axis_label`.
+    """
+    values = df[column]
+    if column not in FLOP_COLUMNS:
+        return values, axis_label(column)
+    typical = float(values.dropna().abs().median()) if values.notna().any() else 1.0
+    scale, prefix = next(((f, p) for f, p in SI_PREFIXES if typical >= f), (1.0, ""))
+    return values.astype(float) / scale, f"{FLOP_COLUMNS[column]} ({prefix}FLOPs)"
+
+
+def _reference_lines(ax: Axes, references: Mapping[str, float | None] | None) -> None:
+    """Labelled horizontal lines at reference values of the metric (the diffusion sampler, the real-data floor)."""
+    for i, (name, value) in enumerate((references or {}).items()):
+        if value is not None and value > 0:
+            ax.axhline(value, color="#7f7f7f", lw=0.8, ls=(0, (1, 1.5)) if i % 2 else (0, (4, 2)),
+                       label=f"{name}: {value:.3g}")
 
 
 def _styled(func: F) -> F:
@@ -187,22 +222,25 @@ def fig_compute_scaling(df: pd.DataFrame, x: str = "normalized_compute", y: str 
             colour = colours.get(ref.nfe, PALETTE[i % len(PALETTE)])
             ax.plot(grid, ref.K * grid**ref.alpha, ls="--", lw=0.9, color=colour, alpha=0.7,
                     label=f"paper {step_label(ref.nfe)}: K={ref.K:g}, α={ref.alpha:.3f}")
-    for i, (name, value) in enumerate((references or {}).items()):
-        if value is not None and value > 0:
-            ax.axhline(value, color="#7f7f7f", lw=0.8, ls=(0, (1, 1.5)) if i % 2 else (0, (4, 2)),
-                       label=f"{name}: {value:.3g}")
+    _reference_lines(ax, references)
     if pretrain_compute is not None and pretrain_compute > 0:
         ax.axvline(0.1 * pretrain_compute, color="#444444", lw=0.8, ls=(0, (3, 1, 1, 1)),
                    label="10 % of pretraining compute")
     ax.set(xscale="log", yscale="log", xlabel=xlabel or axis_label(x), ylabel=ylabel or axis_label(y))
     _plain_log_ticks(ax)
+    _legend(fig, ax)
+    return fig
+
+
+def _legend(fig: Figure, ax: Axes) -> None:
+    """The legend inside the axes when short; with many entries one column below the axes, off the data,
+    the figure grown to fit."""
     entries = len(ax.get_legend_handles_labels()[0])
-    if entries > 4:  # many entries: one column below the axes, off the data, the figure grown to fit
+    if entries > 4:
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=1, fontsize=5.5, handlelength=1.8)
         fig.set_figheight(fig.get_figheight() + 0.3 + 0.1 * entries)
     else:
         ax.legend(loc="best")
-    return fig
 
 
 @_styled
@@ -247,25 +285,36 @@ def fig_model_size(df: pd.DataFrame, metric: str = "fid", nfe_col: str = "nfe", 
 
 @_styled
 def fig_pareto(df: pd.DataFrame, cost: str, metric: str, minimize_metric: bool = True, hue: str | None = None,
-               logx: bool = True, logy: bool = False, xlabel: str | None = None, ylabel: str | None = None
-               ) -> Figure:
-    """All runs as points (coloured by `hue`) and the Pareto frontier of cost vs metric as a staircase."""
+               logx: bool = True, logy: bool = False, xlabel: str | None = None, ylabel: str | None = None,
+               references: Mapping[str, float | None] | None = None, frontier_per_hue: bool = True) -> Figure:
+    """All runs as points (coloured by `hue`) and the Pareto frontier of cost vs metric as a staircase: one per
+    `hue` value by default (per NFE against training compute: a 1-step and a 2-step run are different products),
+    or one over all runs with `frontier_per_hue=False` (a cost that already counts the NFE, e.g. inference cost).
+    The cost axis is drawn in readable units (`scaled_axis`); `references` adds horizontal lines (Heun, floor)."""
     _require(df, cost, metric, hue)
     data = df.dropna(subset=[cost, metric])
+    xs, auto_label = scaled_axis(data, cost)
+    data = data.assign(**{cost: xs})
     fig, (ax,) = _new_figure()
-    if hue is None:
-        ax.plot(data[cost], data[metric], ls="none", marker="o", color="#9e9e9e", alpha=0.7, label="runs")
-    else:
-        for i, (value, rows) in enumerate(data.groupby(hue, sort=True)):
-            ax.plot(rows[cost], rows[metric], ls="none", marker="o", alpha=0.7,
-                    color=PALETTE[i % len(PALETTE)], label=step_label(value) if hue == "nfe" else f"{hue}={value}")
-    front = pareto_frontier(data, cost, metric, minimize_metric)
-    ax.plot(front[cost], front[metric], drawstyle="steps-post", marker="o", mfc="none", color="black",
-            lw=1.0, label="Pareto frontier")
-    ax.set(xscale="log" if logx else "linear", yscale="log" if logy else "linear", xlabel=xlabel or axis_label(cost),
+    groups = [(None, data)] if hue is None else list(data.groupby(hue, sort=True))
+    per_group = hue is not None and frontier_per_hue
+    for i, (value, rows) in enumerate(groups):
+        colour = "#9e9e9e" if hue is None else PALETTE[i % len(PALETTE)]
+        name = "runs" if hue is None else step_label(value) if hue == "nfe" else f"{hue}={value}"
+        ax.plot(rows[cost], rows[metric], ls="none", marker="o", alpha=0.5, ms=3, color=colour, label=name)
+        if per_group:
+            front = pareto_frontier(rows, cost, metric, minimize_metric)
+            ax.plot(front[cost], front[metric], drawstyle="steps-post", marker="o", mfc="none", color=colour, lw=1.0,
+                    label=f"{name} Pareto frontier")
+    if not per_group:
+        front = pareto_frontier(data, cost, metric, minimize_metric)
+        ax.plot(front[cost], front[metric], drawstyle="steps-post", marker="o", mfc="none", color="black", lw=1.0,
+                label="Pareto frontier")
+    _reference_lines(ax, references)
+    ax.set(xscale="log" if logx else "linear", yscale="log" if logy else "linear", xlabel=xlabel or auto_label,
            ylabel=ylabel or axis_label(metric))
     _plain_log_ticks(ax)
-    ax.legend(loc="best")
+    _legend(fig, ax)
     return fig
 
 
@@ -296,28 +345,118 @@ def _metric_vs(ax: Axes, df: pd.DataFrame, x: str, y: str, nfe_col: str | None) 
                         capsize=2, lw=0.8)
 
 
+def _value_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
 @_styled
-def fig_dropout(df: pd.DataFrame, x: str = "dropout", y: str = "fid", nfe_col: str = "nfe",
-                xlabel: str | None = None, ylabel: str | None = None) -> Figure:
-    """Fig. 7 (left): metric vs dropout rate, one line per NFE (mean +- std over repeated runs)."""
+def fig_sweep(df: pd.DataFrame, x: str, y: str = "fd", nfe_col: str | None = "nfe", xlabel: str | None = None,
+              ylabel: str | None = None, references: Mapping[str, float | None] | None = None,
+              lower_is_better: bool = True) -> Figure:
+    """A 1-D sweep: the metric against the swept key, one line per NFE through the mean over training seeds,
+    the seeds' min-max as bars (each seed a faint point), the best mean of each NFE starred and named in the
+    legend. Numbers go on a numeric axis (log where they span a decade or more), anything else (a weighting's
+    name) on evenly spaced categories. `references` adds horizontal lines (Heun, the real-data floor)."""
     _require(df, x, y)
+    data = df.dropna(subset=[x, y])
+    by = (nfe_col,) if nfe_col is not None and nfe_col in data.columns else ()
+    summary = sweep_summary(data, x, y, by=by, lower_is_better=lower_is_better)
+    values = sorted(summary[x].unique(), key=lambda v: (str(type(v)), v))
+    numeric = numeric_axis(values)
+    pos = (lambda v: v) if numeric else {v: i for i, v in enumerate(values)}.__getitem__
     fig, (ax,) = _new_figure()
-    _metric_vs(ax, df, x, y, nfe_col)
-    ax.set(xlabel=xlabel or axis_label(x), ylabel=ylabel or axis_label(y))
-    ax.legend(loc="best")
+    for nfe, rows, colour, label in _groups(summary, nfe_col if by else None, y):
+        seeds = data if nfe is None else data[data[nfe_col] == nfe]
+        if (rows["n"] > 1).any():
+            ax.plot([pos(v) for v in seeds[x]], seeds[y], ls="none", marker="o", ms=2.0, color=colour, alpha=0.35)
+        xs = [pos(v) for v in rows[x]]
+        ax.errorbar(xs, rows[y], yerr=[rows[y] - rows[f"{y}_min"], rows[f"{y}_max"] - rows[y]], marker="o",
+                    ls="-" if numeric else "none", color=colour, capsize=2.0, elinewidth=0.8,
+                    label=label + (" (mean, min-max over seeds)" if (rows["n"] > 1).any() else ""))
+        best = rows[rows["best"]].iloc[0]
+        ax.plot([pos(best[x])], [best[y]], ls="none", marker="*", ms=9, color=colour, mec="black", mew=0.5,
+                label=f"best {label}: {_value_text(best[x])} ({best[y]:.3g})")
+    _reference_lines(ax, references)
+    means = summary[y][summary[y] > 0]
+    ax.set(xlabel=xlabel or axis_label(x), ylabel=ylabel or axis_label(y),
+           xscale="log" if spans_decades(values) else "linear",
+           yscale="log" if len(means) and means.max() / means.min() >= 30 else "linear")
+    if not numeric:
+        ax.set_xticks(range(len(values)), [_value_text(v) for v in values], rotation=30 if len(values) > 3 else 0,
+                      ha="right" if len(values) > 3 else "center")
+        ax.set_xlim(-0.5, len(values) - 0.5)
+    elif ax.get_xscale() == "linear":
+        ax.set_xticks(values, [_value_text(v) for v in values])
+    _plain_log_ticks(ax)
+    _legend(fig, ax)
     return fig
 
 
 @_styled
+def fig_sweep_heatmap(df: pd.DataFrame, x: str, y: str, metric: str = "fd", nfe_col: str | None = "nfe",
+                      label: str | None = None, lower_is_better: bool = True) -> Figure:
+    """A 2-D grid: one heatmap panel per NFE of the metric's mean over training seeds at each (x, y) pair,
+    every cell written out, the best cell outlined; a log colour scale where the means span a decade."""
+    _require(df, x, y, metric)
+    data = df.dropna(subset=[x, y, metric])
+    by = (nfe_col,) if nfe_col is not None and nfe_col in data.columns else ()
+    means = seed_summary(data, x, metric, by=(*by, y))
+    xs = sorted(means[x].unique(), key=lambda v: (str(type(v)), v))
+    ys = sorted(means[y].unique(), key=lambda v: (str(type(v)), v))
+    groups = list(_groups(means, nfe_col if by else None, metric))
+    fig, axes = _new_figure(ncols=len(groups), width=min(FULL_WIDTH, 0.4 + 2.4 * len(groups)),
+                            height=max(HEIGHT, 0.9 + 0.3 * len(ys)))
+    positive = means[metric][means[metric] > 0]
+    norm = (LogNorm(positive.min(), positive.max()) if len(positive) == len(means) and len(positive)
+            and positive.max() / positive.min() >= 10 else Normalize(means[metric].min(), means[metric].max()))
+    image = None
+    for ax, (_, rows, _, title) in zip(axes, groups):
+        grid = rows.pivot_table(index=y, columns=x, values=metric, aggfunc="first").reindex(index=ys, columns=xs)
+        image = ax.imshow(grid.to_numpy(dtype=float), origin="lower", aspect="auto", cmap="viridis_r"
+                          if lower_is_better else "viridis", norm=norm)
+        for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+            if np.isfinite(value):
+                light = float(norm(value)) < 0.5 if lower_is_better else float(norm(value)) > 0.5
+                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=6,
+                        color="black" if light else "white")
+        best = np.unravel_index(np.nanargmin(grid.to_numpy(dtype=float)) if lower_is_better
+                                else np.nanargmax(grid.to_numpy(dtype=float)), grid.shape)
+        ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
+        ax.set_xticks(range(len(xs)), [_value_text(v) for v in xs])
+        ax.set_yticks(range(len(ys)), [_value_text(v) for v in ys])
+        ax.set(xlabel=axis_label(x), ylabel=axis_label(y), title=f"{title} (best outlined)")
+        ax.grid(False)
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes, label=label or axis_label(metric), shrink=0.9)
+        if isinstance(norm, LogNorm):
+            bar.locator = LogLocator(base=10.0, subs=(1.0, 2.0, 5.0))
+        bar.formatter = FuncFormatter(lambda v, _: f"{v:g}")
+        bar.ax.yaxis.set_minor_formatter(NullFormatter())
+        bar.update_ticks()
+    return fig
+
+
+@_styled
+def fig_dropout(df: pd.DataFrame, x: str = "dropout", y: str = "fid", nfe_col: str = "nfe",
+                xlabel: str | None = None, ylabel: str | None = None) -> Figure:
+    """Fig. 7 (left): metric vs dropout rate, the 1-D sweep figure (`fig_sweep`) over the dropout rate."""
+    return fig_sweep(df, x, y, nfe_col, xlabel, ylabel)
+
+
+@_styled
 def fig_training_curve(df: pd.DataFrame, x: str = "step", y: str = "fid", nfe_col: str = "nfe",
-                       logy: bool = False, xlabel: str | None = None, ylabel: str | None = None) -> Figure:
-    """Fig. 7 (right): metric vs training iterations, one line per NFE (mean +- std over runs)."""
+                       logy: bool = False, logx: bool = False, xlabel: str | None = None, ylabel: str | None = None,
+                       references: Mapping[str, float | None] | None = None) -> Figure:
+    """Fig. 7 (right): metric vs training iterations, one line per NFE (mean +- std over runs). `logx` for
+    budgets that double (20 ... 640), so the small ones are not crushed; `references` adds horizontal lines."""
     _require(df, x, y)
     fig, (ax,) = _new_figure()
     _metric_vs(ax, df, x, y, nfe_col)
-    ax.set(xlabel=xlabel or axis_label(x), ylabel=ylabel or axis_label(y), yscale="log" if logy else "linear")
+    _reference_lines(ax, references)
+    ax.set(xlabel=xlabel or axis_label(x), ylabel=ylabel or axis_label(y), yscale="log" if logy else "linear",
+           xscale="log" if logx else "linear")
     _plain_log_ticks(ax)
-    ax.legend(loc="best")
+    _legend(fig, ax)
     return fig
 
 

@@ -14,7 +14,7 @@ from .cli_options import POINTS_OPTION, FitForm, FitPoints, Sampler, points_note
 from trainer.config import ConfigError
 
 from .common import DB_OPTION, clean_errors, err, open_store, out
-from .outputs import atomic_dir, moved
+from .outputs import atomic_dir, check_dir_target, moved
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -195,17 +195,25 @@ def _paper_model_sizes(metric_col: str) -> "pd.DataFrame | None":
     return long.rename(columns={"fid": "fd"})
 
 
-def figure_makers(df: "pd.DataFrame", spec: StudySpec, references: dict[str, float] | None = None,
+def sweep_figure_name(keys: tuple[str, ...]) -> str:
+    """File name of a sweep's figure: sweep_optim_lr, sweep_optim_lr_x_network_dropout."""
+    return "sweep_" + "_x_".join(k.replace(".", "_") for k in keys)
+
+
+def figure_makers(df: "pd.DataFrame", spec: StudySpec, references: dict[str, float | None] | None = None,
                   points: str = FitPoints.means.value,
                   damaged: frozenset[str] = frozenset()) -> dict[str, Callable[[], Any]]:
-    """Every figure the study's kind supports, by name, each drawn only when called (None: nothing to draw).
-    `references` (name -> metric value: baselines, the metric's floor) go on the compute-scaling figure, and
-    the paper's published numbers are overlaid where the study measured the paper's metric. Runs in
-    `damaged` (ids whose checkpoint does not load) are left out of what needs a checkpoint."""
+    """Every figure the study supports, by name, each drawn only when called (None: nothing to draw): the
+    one code path of `study report --out` and `figures regenerate`. What is drawn follows what the runs vary
+    (`study_axes`): along a compute axis alone the scaling figures; a 1-D sweep over any other key (or a
+    compute key together with one other) the metric against it, a 2-D grid a heatmap. `references` (name ->
+    metric value: the Heun baseline, the metric's floor) go on every metric figure, and the paper's published
+    numbers are overlaid where the study measured the paper's metric. Runs in `damaged` (ids whose checkpoint
+    does not load) are left out of what needs a checkpoint."""
     import analysis
 
     from .sample_grids import budget_panels, is_image_study
-    from .study_frames import fit_rows
+    from .study_frames import fit_rows, study_axes
 
     rows, _ = fit_rows(df, None)
     metric = "fd" if "fd" in df.columns else next((c for c in ("swd", "energy") if c in df.columns), None)
@@ -213,30 +221,36 @@ def figure_makers(df: "pd.DataFrame", spec: StudySpec, references: dict[str, flo
         raise ValueError(f"study {spec.name!r} has no completed evaluations to draw")
     label = metric_label(df, metric)
     metric_col = next((str(c) for c in df.columns if str(c).startswith("fd_")), metric) if metric == "fd" else metric
+    axes = study_axes(df, spec)
     ect = spec.base.ect
     makers: dict[str, Callable[[], Any]] = {
         "mapping_schedule": lambda: analysis.fig_mapping_schedule(ect.q, ect.stages, ect.k, ect.b)}
-    if spec.kind == "compute_scaling":
+    if axes.has_compute_axis and not axes.swept:
         makers["compute_scaling"] = lambda: analysis.fig_compute_scaling(
             rows, x="normalized_compute", y=metric, saturating=True, references=references, ylabel=label,
             points=points, pretrain_compute=pretrain_in_tuning_units(df, rows), paper_fits=_paper_fits(metric_col))
         makers["pareto_train_compute"] = lambda: analysis.fig_pareto(rows, "train_flops", metric, hue="nfe",
-                                                                     ylabel=label)
-        makers["metric_vs_iterations"] = lambda: analysis.fig_training_curve(
-            rows, x="schedule.iterations", y=metric, logy=True, ylabel=label)
+                                                                     ylabel=label, references=references)
+        if "schedule.iterations" in axes.compute:
+            makers["metric_vs_iterations"] = lambda: analysis.fig_training_curve(
+                rows, x="schedule.iterations", y=metric, logy=True, logx=True, ylabel=label, references=references)
         if is_image_study(df):
             makers["samples_per_budget"] = lambda: (analysis.fig_image_panels(panels)
                                                     if (panels := budget_panels(df[~df["run_id"].isin(damaged)]))
                                                     else None)
+    elif len(axes.all) == 1:
+        makers[sweep_figure_name(axes.all)] = lambda: analysis.fig_sweep(rows, axes.all[0], metric, ylabel=label,
+                                                                         references=references)
+    elif len(axes.all) == 2:
+        makers[sweep_figure_name(axes.all)] = lambda: analysis.fig_sweep_heatmap(rows, *axes.all, metric=metric,
+                                                                                 label=label)
     if spec.kind == "model_size":
         makers["model_size"] = lambda: analysis.fig_model_size(
             rows.assign(mparams=rows["num_params"] / 1e6), metric=metric, gflops="model_gflops", params="mparams",
             ylabel=label, paper=_paper_model_sizes(metric_col))
         makers["pareto_inference"] = lambda: analysis.fig_pareto(
             analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops"), "inference_cost", metric, hue="nfe",
-            ylabel=label)
-    if "network.dropout" in (spec.grid or {}):
-        makers["dropout"] = lambda: analysis.fig_dropout(rows, x="network.dropout", y=metric, ylabel=label)
+            ylabel=label, references=references, frontier_per_hue=False)
     return makers
 
 
@@ -276,41 +290,89 @@ def regenerate_cmd(
     db: Optional[str] = DB_OPTION,
 ) -> None:
     """Draw every figure (and table) that a study's kind supports from its stored results (all or nothing)."""
+    from .report import build_report
     from .study_frames import study_frame
     from .verify import damaged_runs
 
     with clean_errors():
         store = open_store(db, create=False, readonly=True)
         spec = stored_spec(store.study(study).spec_yaml, f"study {study!r} (stored spec)")
+        check_dir_target(out_dir)
         bad = damaged_runs(store, study, lambda line: err.print(line, highlight=False, soft_wrap=True))
+        references = build_report(store, spec, points.value).references()  # the same lines as `study report`
         with atomic_dir(out_dir) as tmp:
-            written = moved(regenerate(study_frame(store, study), spec, tmp, points=points.value,
+            written = moved(regenerate(study_frame(store, study), spec, tmp, references, points.value,
                                        damaged=frozenset(c.run_id for c in bad)), tmp, out_dir)
     for path in written:
         out.print(f"wrote {path}")
 
 
-@figures_app.command("paper")
-def paper_cmd(out_dir: Path = typer.Option(Path("figures/paper"), "--out", help="Output directory.")) -> None:
-    """The figures that the paper's published numbers alone determine: Fig. 4 (right) from Table 7,
-    Fig. 5 for the CIFAR-10 and ImageNet 64 schedules, and Tables 2-4 as Markdown / LaTeX / CSV."""
+def paper_overlays(store: "Store", study: str) -> dict[str, Callable[[], Any]]:
+    """The user's runs of `study` drawn over the paper's published numbers, one figure per paper figure whose
+    axes the study shares: training compute (Fig. 4 left, the published fits) and model size (Fig. 4 right,
+    Table 7). A study that varies neither is refused in one line naming what it varies."""
     import analysis
 
-    with clean_errors(), atomic_dir(out_dir) as tmp:
-        final, out_dir = out_dir, tmp
-        written: list[Path] = []
+    from .study_frames import fit_rows, study_axes, study_frame
+
+    spec = stored_spec(store.study(study).spec_yaml, f"study {study!r} (stored spec)")
+    df = study_frame(store, study)
+    rows, _ = fit_rows(df, None)
+    metric = "fd" if "fd" in df.columns else next((c for c in ("swd", "energy") if c in df.columns), None)
+    if metric is None or rows.empty:
+        raise ValueError(f"study {study!r} has no completed evaluations to draw")
+    label = metric_label(df, metric)
+    axes = study_axes(df, spec)
+    overlays: dict[str, Callable[[], Any]] = {}
+    if axes.has_compute_axis:
+        overlays["fig4_left_compute_scaling_overlay"] = lambda: analysis.fig_compute_scaling(
+            rows, x="normalized_compute", y=metric, ylabel=label, paper_fits=analysis.load_reference("fig4_fits"))
+    if spec.kind == "model_size" or "network.model_channels" in axes.all:
         t7 = analysis.load_reference("table7")
-        imagenet = analysis.nfe_long(t7[t7["dataset"].str.startswith("ImageNet")], {"fid_1step": 1, "fid_2step": 2}, "fid")
-        _save(analysis.fig_model_size(imagenet, metric="fid", label_col="label"), out_dir, "fig4_right_model_size", written)
-        _save(analysis.fig_mapping_schedule(2, 8), out_dir, "fig5_schedule_cifar10", written)
-        _save(analysis.fig_mapping_schedule(4, 4), out_dir, "fig5_schedule_imagenet64", written)
-        for name in ("table2", "table3", "table4"):
-            ref = analysis.load_reference(name)
-            for suffix, text in (("md", analysis.to_markdown(ref)), ("tex", analysis.to_latex(ref)),
-                                 ("csv", analysis.to_csv(ref))):
-                path = out_dir / f"{name}.{suffix}"
-                path.write_text(text)
-                written.append(path)
-        written = moved(written, tmp, final)
+        paper = analysis.nfe_long(t7[t7["dataset"].str.startswith("ImageNet")], {"fid_1step": 1, "fid_2step": 2},
+                                  metric)
+        overlays["fig4_right_model_size_overlay"] = lambda: analysis.fig_model_size(
+            rows.assign(mparams=rows["num_params"] / 1e6), metric=metric, gflops="model_gflops", params="mparams",
+            ylabel=label, paper=paper)
+    if not overlays:
+        varied = ", ".join(axes.all) or "no config key (seeds only)"
+        raise ConfigError(f"--study {study!r}: its runs vary {varied}; no paper figure has these axes (the paper's "
+                          "are training compute, Fig. 4 left, and model size, Fig. 4 right)")
+    return overlays
+
+
+@figures_app.command("paper")
+def paper_cmd(out_dir: Path = typer.Option(Path("figures/paper"), "--out", help="Output directory."),
+              study: Optional[str] = typer.Option(None, "--study", help="Also draw this study's runs over the paper's "
+                                                  "published points, on every paper figure whose axes it shares."),
+              db: Optional[str] = DB_OPTION) -> None:
+    """The figures that the paper's published numbers alone determine: Fig. 4 (right) from Table 7,
+    Fig. 5 for the CIFAR-10 and ImageNet 64 schedules, and Tables 2-4 as Markdown / LaTeX / CSV; with
+    --study, that study's runs overlaid on the paper's Fig. 4 (left: compute, right: model size)."""
+    import analysis
+
+    with clean_errors():
+        if db is not None and study is None:
+            raise ConfigError("--db: give --study too (the study whose runs to draw over the paper's)")
+        overlays = paper_overlays(open_store(db, create=False, readonly=True), study) if study else {}
+        with atomic_dir(out_dir) as tmp:
+            written: list[Path] = []
+            t7 = analysis.load_reference("table7")
+            imagenet = analysis.nfe_long(t7[t7["dataset"].str.startswith("ImageNet")],
+                                         {"fid_1step": 1, "fid_2step": 2}, "fid")
+            _save(analysis.fig_model_size(imagenet, metric="fid", label_col="label"), tmp, "fig4_right_model_size",
+                  written)
+            _save(analysis.fig_mapping_schedule(2, 8), tmp, "fig5_schedule_cifar10", written)
+            _save(analysis.fig_mapping_schedule(4, 4), tmp, "fig5_schedule_imagenet64", written)
+            for name, make in overlays.items():
+                _save(make(), tmp, name, written)
+            for name in ("table2", "table3", "table4"):
+                ref = analysis.load_reference(name)
+                for suffix, text in (("md", analysis.to_markdown(ref)), ("tex", analysis.to_latex(ref)),
+                                     ("csv", analysis.to_csv(ref))):
+                    path = tmp / f"{name}.{suffix}"
+                    path.write_text(text)
+                    written.append(path)
+            written = moved(written, tmp, out_dir)
     for path in written:
         out.print(f"wrote {path}")

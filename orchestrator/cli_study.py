@@ -280,15 +280,16 @@ def _report(store: Store, name: str, out_dir: Optional[Path], points: str = FitP
         check_dir_target(out_dir)
     bad = damaged_runs(store, name, warn)
     report = build_report(store, spec, points)
-    references = {"pretrained, Heun": report.baselines.get(f"{report.metric}@heun"), "real-data floor": report.floor}
-    payload = {"study": name, "metric": report.metric, "floor": report.floor, "baselines": report.baselines,
-               "fit_points": report.points, "fits": report.fits, "seed_spread": report.spread,
-               "headline": report.headline, "runs": json.loads(report.runs.to_json(orient="records")),
+    payload = {"study": name, "metric": report.metric_info, "floor": report.floor, "baselines": report.baselines,
+               "axes": {"compute": list(report.axes.compute), "swept": list(report.axes.swept)},
+               "sweep": report.sweep, "fit_points": report.points, "fits": report.fits, "seed_spread": report.spread,
+               "headline": report.headline, "claims": report.claims,
+               "runs": json.loads(report.runs.to_json(orient="records")),
                "damaged": [{"run_id": c.run_id, "label": c.label, "path": c.path, "problem": c.problem} for c in bad]}
     written: list[Path] = []
     if out_dir is not None:
         with atomic_dir(out_dir) as tmp:  # all or nothing: a failure leaves out_dir as it was
-            written = regenerate(study_frame(store, name), spec, tmp, references, points,
+            written = regenerate(study_frame(store, name), spec, tmp, report.references(), points,
                                  frozenset(c.run_id for c in bad))
             (tmp / "report.json").write_text(json.dumps(payload, indent=2, default=float))
             report.runs.to_csv(tmp / "runs.csv", index=False)
@@ -314,6 +315,11 @@ def _print_report(name: str, report) -> None:
         out.print(f"metric floor (real data vs reference, same sample count): {report.floor:.4g}")
     if report.baselines:
         out.print("pretrained baselines: " + ", ".join(f"{k} = {v:.4g}" for k, v in report.baselines.items()))
+    _print_sweep(report)
+    if not report.axes.has_compute_axis:
+        varied = ", ".join(report.axes.swept) or "nothing"
+        out.print(f"no compute axis (the study varies {varied}): no scaling fits or compute headline", highlight=False)
+        return
     from analysis import FIT_POINTS
 
     fits = Table(title=f"fits against normalised compute (x 12.8 M images), on {FIT_POINTS[report.points]}")
@@ -326,7 +332,8 @@ def _print_report(name: str, report) -> None:
             if isinstance(v, (list, tuple)):
                 return "[" + ", ".join(f"{x:.3g}" for x in v) + "]"
             return f"{v:.4g}" if isinstance(v, float) else str(v)
-        fits.add_row(str(f["nfe"]), f["form"], f.get("note", str(f.get("runs", ""))), fmt(f.get("K")),
+        fits.add_row(str(f["nfe"]) + "".join(f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}"
+                                              for k, v in f.get("config", {}).items()), f["form"], f.get("note", str(f.get("runs", ""))), fmt(f.get("K")),
                      fmt(f.get("alpha")), fmt(f.get("alpha_ci")), f.get("floor", ""), fmt(f.get("r")), fmt(f.get("p_value")),
                      f.get("error") or str(f.get("converged", "")) + (f" ({f['reason']})" if f.get("reason") else ""))
     out.print(fits)
@@ -346,6 +353,24 @@ def _print_report(name: str, report) -> None:
             out.print(f"NFE {row['nfe']:g}: compute trend {row['trend']:+.4g} (smallest to largest budget) {verdict} "
                       f"the seed spread (max - min) {row['spread_smallest']:.3g} ({row['seeds_smallest']} seeds) "
                       f"and {row['spread_largest']:.3g} ({row['seeds_largest']} seeds)", highlight=False)
+    for claim in report.claims:
+        limits = ", ".join(f"{k} {v}" for k, v in claim["thresholds"].items() if v is not None)
+        out.print(f"claim ({claim['claim']}) {claim['verdict'].upper()}: {claim['statement']} ({limits})",
+                  highlight=False)
+
+
+def _print_sweep(report) -> None:
+    """The metric per configuration of a sweep: mean and min-max over its seeds, the best of each NFE starred."""
+    if not report.sweep:
+        return
+    m = report.metric
+    table = Table(title=f"{m} per configuration (mean over training seeds; * best per NFE)")
+    for c in ("nfe", "configuration", m, "min", "max", "seeds"):
+        table.add_column(c)
+    for r in report.sweep:
+        table.add_row(str(r["nfe"]), r["config"], f"{r[m]:.4g}" + (" *" if r["best"] else ""), f"{r[m + '_min']:.4g}",
+                      f"{r[m + '_max']:.4g}", str(r["n"]))
+    out.print(table)
 
 
 @app.command("sync-tracking")

@@ -1,5 +1,9 @@
 """A study's summary: its runs with their evaluations, the pretrained baselines, the metric's floor
-(real data against the reference at the same sample count) and the fitted power laws."""
+(real data against the reference at the same sample count), the metric per configuration of a sweep
+and, where the study has a compute axis, the fitted power laws and the paper's claims with their verdicts.
+
+Runs are pooled over training seeds only: configurations that differ in any varied key other than the
+seed (two learning rates at one compute) are never averaged together."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import analysis
 from studies.spec import StudySpec
 
 from .cli_options import points_note
-from .study_frames import fit_rows, study_frame
+from .study_frames import fit_rows, study_axes, study_frame
 from .store import Store
 
 
@@ -27,13 +31,21 @@ class StudyReport:
     spread: list[dict[str, Any]] = field(default_factory=list)  # compute trend vs training-seed spread per NFE
     headline: dict[str, Any] = field(default_factory=dict)  # ECT vs its pretraining (the paper's claim)
     points: str = "means"  # what the fits' points are: per-budget means or every seed's run
+    axes: analysis.SweepAxes = field(default_factory=lambda: analysis.SweepAxes((), ()))
+    sweep: list[dict[str, Any]] = field(default_factory=list)  # metric per configuration (minus seed) and NFE
+    claims: list[dict[str, Any]] = field(default_factory=list)  # the paper's claims: verdict, thresholds, values
+    metric_info: dict[str, Any] = field(default_factory=dict)  # the metric's column, extractor and sample count
+
+    def references(self) -> dict[str, float | None]:
+        """The horizontal lines of every metric figure: the pretrained model's Heun sampler and the real-data floor."""
+        return {"pretrained, Heun": self.baselines.get(f"{self.metric}@heun"), "real-data floor": self.floor}
 
 
-def _metric(df: pd.DataFrame) -> str:
+def _metric(df: pd.DataFrame, study: str) -> str:
     for m in ("fd", "swd", "energy"):
         if m in df.columns:
             return m
-    raise ValueError("the study has no evaluations yet")
+    raise ValueError(f"study {study!r} has no completed evaluations yet")
 
 
 def runs_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -64,16 +76,22 @@ def metric_floor(spec: StudySpec) -> float | None:
     return fd_to_reference(subset, evaluator.reference, evaluator.extractor)
 
 
-def fits(rows: pd.DataFrame, metric: str, x: str = "normalized_compute", points: str = "means") -> list[dict[str, Any]]:
-    """Log-linear and saturating fits of the metric against compute, per NFE (where >= 3 points), on the
-    `fit_rows` of a study. `points` = "means" (default) fits the per-budget means over training seeds,
-    so every budget weighs the same; "seeds" fits every run. Each row says which and how many."""
+def fits(rows: pd.DataFrame, metric: str, x: str = "normalized_compute", points: str = "means",
+         by: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Log-linear and saturating fits of the metric against compute, per NFE and per value of the other
+    varied keys `by` (one law per learning rate of an lr x compute grid), on the `fit_rows` of a study.
+    `points` = "means" (default) fits the per-budget means over training seeds, so every budget weighs the
+    same; "seeds" fits every run. Each row says which and how many."""
     out = []
-    for nfe, runs in rows.groupby("nfe"):
+    keys = ["nfe", *by]
+    for values, runs in rows.groupby(keys, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        config = {k: v for k, v in zip(by, values[1:])}
         group = analysis.fit_points(runs, x, metric, points)
         n_runs = int(group["n"].sum())
         for form in ("loglinear", "saturating"):
-            head = {"nfe": int(nfe), "form": form, "points": points, "runs": n_runs}
+            head = {"nfe": int(values[0]), **({"config": config} if config else {}), "form": form, "points": points,
+                    "runs": n_runs}
             try:
                 fitter = analysis.fit_power_law if form == "loglinear" else analysis.fit_saturating
                 fit = fitter(group[x], group[metric], x_name=x, y_name=metric)
@@ -83,9 +101,40 @@ def fits(rows: pd.DataFrame, metric: str, x: str = "normalized_compute", points:
     return out
 
 
+def metric_info(store: Store, study: str, metric: str, df: pd.DataFrame) -> dict[str, Any]:
+    """What the study's metric is: its short name, the stored metric it stands for (fd -> fd_digits), and
+    the extractor(s) and sample count(s) of its consistency-sampled evaluations."""
+    column = next((str(c) for c in df.columns if str(c).startswith("fd_")), metric) if metric == "fd" else metric
+    evals = store.evaluations_frame(study)
+    evals = evals[evals["metric"] == column]
+    single = lambda col: (lambda v: v[0] if len(v) == 1 else v)(sorted(evals[col].dropna().unique().tolist()))
+    return {"name": metric, "column": column, "extractor": single("extractor"), "num_samples": single("num_samples"),
+            "lower_is_better": True}
+
+
+def sweep_table(rows: pd.DataFrame, axes: analysis.SweepAxes, metric: str) -> list[dict[str, Any]]:
+    """The metric per configuration (its varied keys, seed excluded) and NFE: mean, min, max over its
+    training seeds, their count, and `best` on the best mean of each NFE."""
+    if not axes.all or rows.empty:
+        return []
+    data = rows.assign(config=analysis.config_groups(rows, axes.all))
+    table = analysis.sweep_summary(data, "config", metric, by=("nfe",))
+    keys = data.drop_duplicates("config").set_index("config")[list(axes.all)]
+    return json_records(table.join(keys, on="config"))
+
+
+def json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Records with plain Python values (numpy scalars would not serialise)."""
+    import json
+
+    return json.loads(df.to_json(orient="records"))
+
+
 def build_report(store: Store, spec: StudySpec, points: str = "means") -> StudyReport:
+    """The report of a study: runs, baselines and floor always; the metric per configuration for a sweep; fits,
+    seed spread, headline and claims only along a compute axis (a sweep at one compute has no scaling law)."""
     df = study_frame(store, spec.name)
-    metric = _metric(df)
+    metric = _metric(df, spec.name)
     table = runs_table(df, metric)
     pre = table[table["role"] == "pretrain"]
     baselines = {}
@@ -94,15 +143,23 @@ def build_report(store: Store, spec: StudySpec, points: str = "means") -> StudyR
         baselines = {c: float(row[c]) for c in table.columns if str(c).startswith(f"{metric}@")
                      and not (isinstance(row[c], float) and math.isnan(row[c]))}
     rows, _ = fit_rows(df, None)
-    spread = []
-    if rows["normalized_compute"].nunique() > 1:
+    axes = study_axes(df, spec)
+    fitted: list[dict[str, Any]] = []
+    spread: list[dict[str, Any]] = []
+    headline: dict[str, Any] = {}
+    claims: list[dict[str, Any]] = []
+    if axes.has_compute_axis:
+        fitted = fits(rows, metric, points=points, by=axes.swept)
+    if axes.has_compute_axis and not axes.swept:  # one scaling curve: seeds at a budget are its only repeats
         summary = analysis.seed_summary(rows, "normalized_compute", metric)
         spread = analysis.trend_vs_spread(summary, "normalized_compute", metric).to_dict(orient="records")
-    headline: dict[str, Any] = {}
-    if len(pre) and {f"{metric}@heun", f"{metric}@2"} <= baselines.keys() and not rows.empty:
-        headline = {"within_10pct": analysis.tuning_vs_pretraining(
-                        rows, float(pre.iloc[0]["train_flops"]), baselines[f"{metric}@heun"],
-                        baselines[f"{metric}@2"], metric=metric),
-                    "two_step_beats_one_step": analysis.fewer_steps_worse(rows, metric)}
-    return StudyReport(table, baselines, metric_floor(spec), fits(rows, metric, points=points), metric, spread,
-                       headline, points)
+        headline = {"two_step_beats_one_step": analysis.fewer_steps_worse(rows, metric)}
+        if len(pre) and {f"{metric}@heun", f"{metric}@2"} <= baselines.keys() and not rows.empty:
+            headline["within_10pct"] = analysis.tuning_vs_pretraining(
+                rows, float(pre.iloc[0]["train_flops"]), baselines[f"{metric}@heun"], baselines[f"{metric}@2"],
+                metric=metric)
+        claims = analysis.paper_claims(headline.get("within_10pct", {}), headline["two_step_beats_one_step"],
+                                       fitted, spread)
+    return StudyReport(table, baselines, metric_floor(spec), fitted, metric, spread, headline, points, axes,
+                       sweep_table(rows, axes, metric) if axes.swept else [], claims,
+                       metric_info(store, spec.name, metric, df))

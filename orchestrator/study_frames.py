@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+import analysis
 from analysis import latest_evaluations
+from studies.spec import StudySpec
 
 from .store import Store
 
@@ -77,3 +79,18 @@ def fit_rows(df: pd.DataFrame, nfe: int | None, sampler: str = "consistency") ->
     if nfe is not None:
         rows = rows[rows["nfe"] == nfe]
     return rows, notes
+
+
+def varied_keys(spec: StudySpec) -> list[str]:
+    """The config keys a study declares as varying: its grid axes and every variant's override keys."""
+    keys = list(spec.grid)
+    for variant in spec.variants:
+        keys.extend(variant.overrides)
+    return list(dict.fromkeys(keys))
+
+
+def study_axes(df: pd.DataFrame, spec: StudySpec) -> analysis.SweepAxes:
+    """The keys the study's completed tuning runs actually vary (seed excluded), split into compute keys
+    (iterations, batch size) and swept keys (lr, dropout, ...): what its report and figures are drawn against."""
+    rows, _ = fit_rows(df, None)
+    return analysis.sweep_axes(rows.drop_duplicates("run_id"), varied_keys(spec))

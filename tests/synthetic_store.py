@@ -10,12 +10,14 @@ times a fixed factor per training seed, near the README's measured values; train
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from orchestrator.store import Store, database_url
 from orchestrator.study_runner import register
 from studies.spec import StudySpec, load_study
+from trainer.config import TrainConfig
 from trainer.data import data_shape
 from trainer.flops import TUNING_BUDGET_IMAGES, forward_flops_per_sample, step_flops
 from trainer.loop import meta_model
@@ -34,8 +36,14 @@ def expected_fd(nfe: int, compute: float, seed: int) -> float:
 
 def build(db_path: Path) -> tuple[Store, StudySpec]:
     """Register the preset in a new SQLite store at `db_path` and fill in every run as completed."""
+    return build_study(db_path, load_study(PRESET), lambda cfg, nfe, compute: expected_fd(nfe, compute, cfg.seed))
+
+
+def build_study(db_path: Path, spec: StudySpec, fd: Callable[[TrainConfig, int, float], float]
+                ) -> tuple[Store, StudySpec]:
+    """Register `spec` in the SQLite store at `db_path` and fill in every run as completed, each tuning run's
+    FD at NFE 1 and 2 given by `fd(config, nfe, normalised compute)`; the pretraining gets `PRETRAINED`."""
     store = Store(database_url(str(db_path)))
-    spec = load_study(PRESET)
     runs, _ = register(store, spec)
     for r in runs:
         cfg, tune = r.config, r.role != "pretrain"
@@ -48,7 +56,7 @@ def build(db_path: Path) -> tuple[Store, StudySpec]:
                                                "train_flops": float(step_flops(step * batch, fps, tune))})
         compute = images / TUNING_BUDGET_IMAGES
         if tune:
-            values = {(nfe, "consistency"): expected_fd(nfe, compute, cfg.seed) for nfe in LAWS}
+            values = {(nfe, "consistency"): fd(cfg, nfe, compute) for nfe in LAWS}
         else:
             values = PRETRAINED
         for (nfe, sampler), value in values.items():
