@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -157,25 +156,29 @@ DRIVER_BASE = {
 
 
 def driver(tmp_path: Path, *args: str) -> subprocess.Popen:
-    """`ect ARGS` as a foreground driver in its own session, with its own local Ray in a private temp dir."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_TMPDIR": tempfile.mkdtemp(prefix="ect-ray-", dir="/tmp")}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    """`ect ARGS` as a driver process in its own session (it joins the Ray given by `--address`)."""
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 @pytest.mark.slow
-def test_two_drivers_of_overlapping_studies_train_each_shared_run_once(tmp_path):
+def test_two_drivers_of_overlapping_studies_train_each_shared_run_once(tmp_path, ray_session):
+    import ray
+
+    # two drivers on one cluster, as a submitted job and a foreground run would be (the session's 2-CPU Ray)
+    address = ray.get_runtime_context().gcs_address
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
     files = []
-    for name, q in (("left", 2), ("right", 4)):  # one shared pretraining, one tuning run each
+    for name, steps in (("left", 40), ("right", 60)):  # one shared pretraining, one tuning run each
         spec = {"name": name, "kind": "custom", "base": DRIVER_BASE, "max_failures": 0,
                 "pretrain": {"overrides": {}, "inherit": []},
-                "variants": [{"label": f"q{q}", "overrides": {"ect.q": q, "schedule.iterations": 60}}]}
+                "variants": [{"label": f"tune{steps}", "overrides": {"schedule.iterations": steps}}]}
         files.append(tmp_path / f"{name}.yaml")
         files[-1].write_text(yaml.safe_dump(spec))
     Store(database_url(db))  # the store exists before both drivers register their studies in it
-    procs = [driver(tmp_path, "study", "run", str(f), "--db", db, "--storage", storage, "--cpus", "1") for f in files]
+    procs = [driver(tmp_path, "study", "run", str(f), "--db", db, "--storage", storage, "--address", address)
+             for f in files]
     outs = []
     try:
         for p in procs:
