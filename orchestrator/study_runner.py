@@ -130,10 +130,10 @@ class StudyWork:
 
     def __init__(self, store: Store, spec: StudySpec, runs: list[RunSpec], storage: Path, stop: StopRequest,
                  on_change: OnChange | None = None, on_tick: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, owner: str | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store, self.study, self.storage, self.stop = store, spec.name, storage, stop
         self.on_change, self.on_tick, self.clock = on_change, on_tick, clock
-        self.owner = owner or driver_id()
+        self.owner = driver_id()  # one per driver: a driver runs one study, through one StudyWork
         self.watched: set[str] = set()  # released by the queue, but another live driver owns them
         self.lost: set[str] = set()  # in flight here, but another driver took them over
         self.specs = {r.run_id: r for r in runs}
