@@ -25,11 +25,11 @@ BASE = {
 }
 
 
-def spec_of(name: str, q: list[int], hidden: list[int] = [8]) -> StudySpec:
+def spec_of(name: str, q: list[int], hidden: tuple[int, ...] = (8,)) -> StudySpec:
     """A study whose pretraining per width is shared with any other study of that width (same config)."""
     return StudySpec.model_validate({"name": name, "kind": "custom", "base": BASE,
                                      "pretrain": {"overrides": {}, "inherit": ["network.hidden"]},
-                                     "grid": {"network.hidden": hidden, "ect.q": q}})
+                                     "grid": {"network.hidden": list(hidden), "ect.q": q}})
 
 
 class Driver:
@@ -131,7 +131,7 @@ def test_a_stopped_driver_releases_its_runs_and_leaves_the_watched_ones_alone(tm
     store = Store(f"sqlite:///{tmp_path / 'ect.db'}")
     b = Driver(store, tmp_path, spec_of("b", [4]))
     shared = b.take().run_id
-    a_spec = spec_of("a", [2], hidden=[8, 16])  # width 8 shares b's pretraining, width 16 is a's own
+    a_spec = spec_of("a", [2], hidden=(8, 16))  # width 8 shares b's pretraining, width 16 is a's own
     stop = StopRequest()
 
     def run(job):
