@@ -22,7 +22,7 @@ from .jobs import GRACE_S, job_state, stop_submitted
 from .jobs import logs as job_logs
 from .jobs import submit as submit_job
 from .outputs import atomic_dir, check_dir_target, moved
-from .store import FINISHED, Store, StoreError, redact
+from .store import FINISHED, STALE_SECONDS, Store, StoreError, redact
 from .study_runner import StopRequest, execute, plan, register
 from .tracking import fan_out, live_tracking, tracker_for
 
@@ -199,9 +199,6 @@ def resume_cmd(
                       highlight=False, soft_wrap=True)
         code = _submit(store, spec, storage, address, cpus)
     raise typer.Exit(code)
-
-
-STALE_SECONDS = 60.0  # a `running` run whose driver's last heartbeat is older than this is shown as stale
 
 
 def _mark_stale(df: pd.DataFrame) -> None:

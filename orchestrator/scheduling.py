@@ -56,6 +56,13 @@ class DependencyQueue:
                 return t
         return None
 
+    def requeue(self, run_id: str) -> None:
+        """Put a released task back to waiting (it was not started here: e.g. another driver trains it)."""
+        if run_id not in self.in_flight:
+            raise KeyError(f"run {run_id} is not in flight")
+        self.in_flight.discard(run_id)
+        self.waiting.add(run_id)
+
     def end(self, run_id: str, status: str) -> dict[str, str]:
         """Record how a released task ended; returns the descendants this blocks, with their errors."""
         self.in_flight.discard(run_id)

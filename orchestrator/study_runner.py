@@ -5,15 +5,20 @@ A tuning run starts from its pretraining run's checkpoint. Finished runs (comple
 never re-run; runs left `running` by a dead driver, failed, cancelled or interrupted runs are run
 again and resume from their own checkpoints. The order is `scheduling.DependencyQueue`'s; what runs
 the jobs is a `backend.Backend` (Ray Tune for studies, in-process for tests and the benchmark).
+
+Drivers that share a store (two studies with a run in common) claim each run before training it: a
+run another live driver owns is watched, not started, until that driver finishes it (then it counts
+as finished here too) or lets it go (released, or its heartbeat older than `store.STALE_SECONDS`).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
+import socket
 import threading
 import time
-from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -24,10 +29,16 @@ from trainer.checkpoint import CHECKPOINT_NAME
 from .backend import Backend, Fits
 from .ray_backend import Job
 from .scheduling import DependencyQueue, Task
-from .store import FINISHED, Store, StoreError, now
+from .store import FINISHED, STALE_SECONDS, Store, StoreError, now
 
 OnChange = Callable[[str, dict[str, Any]], None]
 POLL_SECONDS = 2.0  # how often a driver reads the store for a cancel (a cancel stops trials within a few s)
+WATCHING = "owned by another driver"  # what the view shows of a run that a live driver of another study trains
+
+
+def driver_id() -> str:
+    """A claim owner id for one driver: host, pid and a random part (pids repeat across hosts and restarts)."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def run_dir(storage: Path, run_id: str) -> Path:
@@ -113,14 +124,18 @@ class StopRequest:
 
 
 class StudyWork:
-    """The driver's `Work` for one study: releases its unfinished runs in dependency order, records
-    attempts and final statuses in the store, and notices a cancel of the study in the store."""
+    """The driver's `Work` for one study: releases its unfinished runs in dependency order once it has
+    claimed them in the store, watches those another driver owns, records attempts and final statuses,
+    and notices a cancel of the study in the store."""
 
     def __init__(self, store: Store, spec: StudySpec, runs: list[RunSpec], storage: Path, stop: StopRequest,
                  on_change: OnChange | None = None, on_tick: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store, self.study, self.storage, self.stop = store, spec.name, storage, stop
         self.on_change, self.on_tick, self.clock = on_change, on_tick, clock
+        self.owner = driver_id()  # one per driver: a driver runs one study, through one StudyWork
+        self.watched: set[str] = set()  # released by the queue, but another live driver owns them
+        self.lost: set[str] = set()  # in flight here, but another driver took them over
         self.specs = {r.run_id: r for r in runs}
         status = {r.run_id: store.run(r.run_id).status for r in runs}
         todo = [r for r in runs if status[r.run_id] not in FINISHED]
@@ -140,6 +155,8 @@ class StudyWork:
     def take(self, fits: Fits) -> Job | None:
         """The longest ready run that fits, with the checkpoint of the run it starts from."""
         while self.stop.reason is None and (task := self.queue.take(lambda t: fits(t.cpus, t.gpus))) is not None:
+            if not self._claim(task.run_id):
+                continue
             r = self.specs[task.run_id]
             init = None
             if r.depends_on is not None:
@@ -154,7 +171,30 @@ class StudyWork:
                        gpus_per_worker=r.resources.gpus_per_worker)
         return None
 
+    def _claim(self, run_id: str) -> bool:
+        """Claim a released run; one another live driver owns is watched, one it has finished ends here too."""
+        if not self.store.claim_run(run_id, self.owner, STALE_SECONDS):
+            self.watched.add(run_id)
+            self._changed(run_id, {"status": WATCHING})
+            return False
+        run = self.store.run(run_id)  # read after the claim: a driver that finished it has let it go
+        if run.status in FINISHED:
+            self.store.release_run(run_id, self.owner)
+            self._end_here(run_id, run.status, run.step)
+            return False
+        return True
+
+    def _end_here(self, run_id: str, status: str, step: int) -> None:
+        """A run another driver finished: end it in this queue (its children become ready, or blocked)."""
+        self._changed(run_id, {"status": status, "step": step})
+        self._fail(self.queue.end(run_id, status))
+
+    def running(self) -> set[str]:
+        """The runs this driver has released and owns (not those it watches)."""
+        return self.queue.in_flight - self.watched
+
     def done(self) -> bool:
+        """Nothing waits, runs here or is watched (a watched run stays in the queue's in-flight set)."""
         return self.queue.done()
 
     def started(self, run_id: str) -> None:
@@ -170,6 +210,7 @@ class StudyWork:
         if info.get("message"):
             fields["error"] = info["message"]
         self.store.update_run(run_id, **fields)
+        self.store.release_run(run_id, self.owner)
         self._changed(run_id, {"status": status, **({"error": info["message"]} if info.get("message") else {})})
         self._fail(self.queue.end(run_id, status))
 
@@ -182,17 +223,40 @@ class StudyWork:
 
     def poll(self) -> str | None:
         """Every POLL_SECONDS: read the study's status (a cancel stops this driver), beat the heartbeat of
-        the runs in flight (`ect study status` shows a run whose heartbeat is old as stale) and tick the view."""
+        the runs in flight (`ect study status` shows a run whose heartbeat is old as stale), look at the
+        watched runs and tick the view."""
         if self.stop.reason is None and self.clock() - self.last_poll >= POLL_SECONDS:
             self.last_poll = self.clock()
             if self.store.study(self.study).status == "cancelled":
                 self.stop.set("cancelled")
-            beat = datetime.now(timezone.utc)
-            for rid in self.queue.in_flight:
-                self.store.update_run(rid, heartbeat_at=beat)
+            self._beat()
+            if self.stop.reason is None:
+                self._watch()
             if self.on_tick is not None:
                 self.on_tick()
         return self.stop.reason
+
+    def _beat(self) -> None:
+        """Refresh this driver's claims; report once each run another driver took over (it thought us dead)."""
+        mine = sorted(self.running())
+        taken = set(mine) - self.store.heartbeat(self.owner, mine) - self.lost
+        for rid, claim in self.store.claims(sorted(taken)).items():
+            self.lost.add(rid)
+            self._changed(rid, {"error": f"taken over by driver {claim.owner} (this driver's heartbeat was "
+                                         f"older than {STALE_SECONDS:g} s)"})
+
+    def _watch(self) -> None:
+        """A watched run that its owner finished ends here too; one it let go (released, or its heartbeat
+        stale) is claimed and waits to start here."""
+        for rid in sorted(self.watched):
+            run = self.store.run(rid)
+            if run.status in FINISHED:
+                self.watched.discard(rid)
+                self._end_here(rid, run.status, run.step)
+            elif self.store.claim_run(rid, self.owner, STALE_SECONDS):
+                self.watched.discard(rid)
+                self.queue.requeue(rid)  # `take` releases it again, and looks at its status once more
+                self._changed(rid, {"status": "pending"})
 
 
 def _task(r: RunSpec) -> Task:
@@ -214,10 +278,11 @@ def execute(store: Store, spec: StudySpec, storage: Path, backend: Backend, stop
     work = StudyWork(store, spec, runs, storage, stop, on_change, on_tick)
     backend.run(work)
     work.stop_reason()
-    for rid in sorted(work.queue.in_flight):
+    for rid in sorted(work.running()):
         status = stop.reason or "failed"  # without a stop: a trial that ended without the backend noticing
         store.update_run(rid, status=status, finished_at=now(),
                          **({} if stop.reason else {"error": "trial ended without a final report"}))
+        store.release_run(rid, work.owner)
         work._changed(rid, {"status": status})
     counts: dict[str, int] = {}
     for r in runs:

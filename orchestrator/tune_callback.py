@@ -117,8 +117,10 @@ class WorkStopper(Stopper):
 
 class DependencySearcher(Searcher):
     """Suggests the driver's next releasable run as a trial; waits (None) while runs wait on their
-    parents, and says FINISHED once the driver has nothing left. Tune asks again every loop step while
-    fewer trials than its pending limit wait for resources (see RayBackend.run)."""
+    parents or on another driver, and says FINISHED once the driver has nothing left or must stop. Tune
+    asks again every loop step while fewer trials than its pending limit wait for resources (see
+    RayBackend.run); with no trial at all it asks once a second in a loop of its own that calls no
+    stopper, so the searcher polls the driver itself."""
 
     def __init__(self, work: Work) -> None:
         super().__init__()
@@ -132,9 +134,10 @@ class DependencySearcher(Searcher):
         return True
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        job = self.work.take(lambda cpus, gpus: True)  # Tune places trials on whatever resources free up
+        stop = self.work.poll()
+        job = None if stop else self.work.take(lambda cpus, gpus: True)  # Tune places trials where resources free up
         if job is None:
-            return Searcher.FINISHED if self.work.done() else None
+            return Searcher.FINISHED if stop or self.work.done() else None
         self.trials[trial_id] = job.run_id
         return {"job": job.as_dict()}
 

@@ -30,6 +30,16 @@ def test_child_waits_for_its_parent_and_the_longest_ready_goes_first():
     assert q.done()
 
 
+def test_a_requeued_task_waits_again_and_is_released_again():
+    q = DependencyQueue([Task("p", None, 10), Task("c", "p", 1)])
+    assert q.take().run_id == "p"
+    q.requeue("p")  # e.g. another driver owned it; now it is this driver's to start
+    assert q.in_flight == set() and [t.run_id for t in q.ready()] == ["p"] and not q.done()
+    assert q.take().run_id == "p" and q.take() is None
+    with pytest.raises(KeyError, match="c is not in flight"):
+        q.requeue("c")
+
+
 def test_take_skips_what_does_not_fit():
     q = DependencyQueue([Task("big", None, 10, gpus=8), Task("small", None, 1, gpus=1)])
     assert q.take(lambda t: t.gpus <= 2).run_id == "small"

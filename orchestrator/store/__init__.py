@@ -49,10 +49,13 @@ DEFAULT_DB = "sqlite:///ect.db"
 MIGRATE_LOCK, REGISTER_LOCK = 0xEC7_0001, 0xEC7_0002  # PostgreSQL advisory lock keys
 STATUSES = ("pending", "running", "completed", "failed", "diverged", "cancelled", "interrupted")
 FINISHED = ("completed", "diverged")
+# A driver beats its runs' heartbeats every 2 s; one silent for this long is presumed dead: its runs are shown
+# stale and may be claimed by another driver. Generous, so that a driver slowed by a loaded machine keeps its runs.
+STALE_SECONDS = 60.0
 
 __all__ = [
     "DEFAULT_DB", "FINISHED", "SCHEMA_VERSION", "STATUSES", "Base", "Claim", "Evaluation", "Meta", "MetricRow",
-    "NoStoreError", "Run", "RunAlias", "RunParam", "Store", "StoreError", "Study", "StudyRun", "database_url", "flatten", "now",
+    "NoStoreError", "Run", "RunAlias", "RunParam", "STALE_SECONDS", "Store", "StoreError", "Study", "StudyRun", "database_url", "flatten", "now",
     "redact",
 ]
 
