@@ -53,7 +53,7 @@ def shortened_copy(root: Path) -> Path:
     config["eval"]["num_samples"] = 200
     base.parent.mkdir(parents=True)
     base.write_text(yaml.safe_dump(config))
-    short, n = re.subn(r"schedule\.iterations: 1500\b", "schedule.iterations: 3", snippet)
+    short, n = re.subn(r"schedule\.iterations: 1000\b", "schedule.iterations: 3", snippet)
     assert n == 1, "the snippet's pretraining iterations changed: update this test"
     study_dir.mkdir()
     (study_dir / "lr_sweep.yaml").write_text(short)
