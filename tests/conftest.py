@@ -6,6 +6,11 @@ import tempfile
 
 import pytest
 
+# Before anything loads OpenMP (torch): threads that wait at a barrier sleep instead of spinning. Tests share
+# the cores with each other (pytest-xdist), with Ray's processes and with whatever else runs; a spinning
+# 2-thread torch op beside two busy processes used 16x the CPU of a sleeping one. Inherited by subprocesses.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 @pytest.fixture(scope="session")
 def ray_session():

@@ -119,7 +119,11 @@ def running_with_checkpoint(db: str, study: str):
     return live if len(live) else None
 
 
-LONG = {**BASE, "schedule": {"batch_size": 32, "iterations": 300, "log_interval": 20, "checkpoint_interval": 20}}
+# long enough that a cancel or a signal sent once a checkpoint exists always finds the run still training, even on
+# an idle fast machine (300 iterations could finish within one of the driver's 2 s polls)
+LONG_ITERATIONS = 3000
+LONG = {**BASE, "schedule": {"batch_size": 32, "iterations": LONG_ITERATIONS, "log_interval": 100,
+                             "checkpoint_interval": 100}}
 
 
 @pytest.mark.slow
@@ -147,12 +151,12 @@ def test_a_signal_stops_the_driver_and_resume_continues(tmp_path, ray_session, s
     store = Store(database_url(db))
     run = store.runs_frame("sig").iloc[0]
     assert run["status"] == "interrupted" and store.study("sig").status == "interrupted"
-    assert 0 < run["step"] < 300 and Path(run["checkpoint"]).is_file()
+    assert 0 < run["step"] < LONG_ITERATIONS and Path(run["checkpoint"]).is_file()
     if signum == signal.SIGTERM:  # resume continues from the checkpoint (one signal is enough to show it)
         res = runner.invoke(app, ["study", "resume", "sig", "--db", db, "--storage", storage])
         assert res.exit_code == 0, res.output
         run = Store(database_url(db)).runs_frame("sig").iloc[0]
-        assert run["status"] == "completed" and run["step"] == 300 and run["attempts"] == 2
+        assert run["status"] == "completed" and run["step"] == LONG_ITERATIONS and run["attempts"] == 2
 
 
 @pytest.mark.slow
@@ -177,11 +181,11 @@ def test_cancel_stops_a_running_driver_and_resume_continues(tmp_path, ray_sessio
     runs = store.runs_frame("stop")
     assert set(runs["status"]) == {"cancelled"} and store.study("stop").status == "cancelled"
     started = runs[runs["checkpoint"].notna()]
-    assert len(started) and all(Path(c).is_file() for c in started["checkpoint"]) and (started["step"] < 300).all()
+    assert len(started) and all(Path(c).is_file() for c in started["checkpoint"]) and (started["step"] < LONG_ITERATIONS).all()
     res = runner.invoke(app, ["study", "resume", "stop", "--db", db, "--storage", storage])
     assert res.exit_code == 0, res.output
     runs = Store(database_url(db)).runs_frame("stop")
-    assert (runs["status"] == "completed").all() and (runs["step"] == 300).all()
+    assert (runs["status"] == "completed").all() and (runs["step"] == LONG_ITERATIONS).all()
     # a finished study, and an unknown one: one line, exit 1
     for name, needle in (("stop", "has finished"), ("nope", "no study named 'nope'")):
         res = runner.invoke(app, ["study", "cancel", name, "--db", db])
