@@ -151,7 +151,7 @@ def test_a_stopped_driver_releases_its_runs_and_leaves_the_watched_ones_alone(tm
 DRIVER_BASE = {
     "data": {"name": "swissroll", "num_samples": 1000},
     "network": {"arch": "mlp", "hidden": 16, "depth": 1},
-    "schedule": {"batch_size": 32, "iterations": 300, "log_interval": 50, "checkpoint_interval": 100},
+    "schedule": {"batch_size": 32, "iterations": 2000, "log_interval": 500, "checkpoint_interval": 500},
 }
 
 
@@ -198,10 +198,11 @@ def test_two_drivers_of_overlapping_studies_train_each_shared_run_once(tmp_path,
     assert (runs["status"] == "completed").all() and (runs["attempts"] == 1).all(), runs[["status", "attempts"]]
     assert store.study("left").status == store.study("right").status == "completed"
     assert runs["owner"].isna().all()  # every claim released
-    # one trainer: exactly one driver started the shared run (its Tune trial), the other watched it
+    # one trainer: exactly one driver started the shared run (its Tune trial); the other watched it or, where
+    # the first finished it before the second got to it (an idle fast machine), found it finished
     trials = [p for p in (Path(storage) / "ray").glob(f"*/*-{pre[:8]}")]
     assert len(trials) == 1, trials
     started = [any(f"({pre[:8]}): running" in ln for ln in out.splitlines()) for out, _ in outs]
     watched = [any(f"({pre[:8]}): {WATCHING}" in ln for ln in out.splitlines()) for out, _ in outs]
-    assert sorted(started) == [False, True] and watched == [not s for s in started], outs
+    assert sorted(started) == [False, True] and not any(w and s for w, s in zip(watched, started)), outs
     assert [d.name for d in (Path(storage) / "runs").iterdir()].count(pre) == 1
