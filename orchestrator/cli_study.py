@@ -32,9 +32,12 @@ app.command("evaluate")(evaluate_cmd)
 
 @app.command("validate")
 def validate(spec_file: Path = typer.Argument(..., help="Study YAML file.")) -> None:
-    """Check a study file: every error at once, with field path and YAML line; writes nothing."""
+    """Check a study file and what its runs will read (init checkpoints, datasets, extractor weights): every
+    error at once, with file, YAML line and field; writes nothing and starts nothing."""
+    from .validation import check_study
+
     with clean_errors():
-        spec = load_study(spec_file)
+        spec = check_study(spec_file)
         runs = expand(spec)
     out.print(f"{spec_file}: ok — study {spec.name!r} ({spec.kind}), {len(runs)} runs")
 
@@ -90,13 +93,20 @@ def plan_cmd(
 
 
 def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str], cpus: Optional[int],
-            track: Optional[str] = None, dashboard: bool = False) -> int:
-    """Run the study's unfinished runs; returns the exit code (0 all finished, 1 not, 128 + signal if stopped by one)."""
+            track: Optional[str] = None, dashboard: bool = False, source_file: Optional[Path] = None) -> int:
+    """Run the study's unfinished runs; returns the exit code (0 all finished, 1 not, 128 + signal if stopped by one).
+    Their inputs are checked first (a study file's by `check_study`, a stored spec's here): Ray starts for none
+    that cannot run."""
     import time
 
     from .ray_backend import RayBackend, check_gpus, init_ray
 
+    from .validation import input_errors
+
     tracker = tracker_for(track or spec.tracking)  # a bad value is a usage error before anything runs
+    problems = input_errors(spec, source=f"study {spec.name!r} (stored spec)") if source_file is None else []
+    if problems:
+        raise ConfigError("\n".join(problems))
     check_gpus(expand(spec), address, cpus)
     runs, new = register(store, spec)
     todo = [r for r in runs if store.run(r.run_id).status not in FINISHED]
@@ -140,9 +150,11 @@ def run_cmd(
     dashboard: bool = DASHBOARD_OPTION,
 ) -> None:
     """Submit a study: runs already finished in the store are reused, the rest are trained."""
+    from .validation import check_study, with_absolute_inputs
+
     with clean_errors():
-        spec = load_study(spec_file)
-        code = _submit(open_store(db), spec, storage, address, cpus, track, dashboard)
+        spec = with_absolute_inputs(check_study(spec_file))
+        code = _submit(open_store(db), spec, storage, address, cpus, track, dashboard, source_file=spec_file)
     raise typer.Exit(code)
 
 
