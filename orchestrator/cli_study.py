@@ -124,6 +124,7 @@ def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str]
                              on_change)
         counts = execute(store, spec, storage, backend, stop, on_change, view.tick)
     out.print("done: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    _print_failures(store, runs)
     if stop.signum is not None:
         err.print(f"study {spec.name}: interrupted by {signal.Signals(stop.signum).name}; its runs keep their "
                   f"checkpoints (`ect study resume {spec.name}` continues them)", highlight=False)
@@ -133,6 +134,17 @@ def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str]
                   f"(`ect study resume {spec.name}` continues them)", highlight=False)
         return RUNTIME
     return RUNTIME if set(counts) - set(FINISHED) else 0
+
+
+def _print_failures(store: Store, runs: list) -> None:
+    """One line per failed run on stderr: its label, id, the error's last line and where its full traceback is."""
+    for r in runs:
+        rec = store.run(r.run_id)
+        if rec.status != "failed":
+            continue
+        last = (rec.error or "no error text").strip().splitlines()[-1]
+        where = f"full traceback: {rec.error_file}" if rec.error_file else f"`ect study status {r.study}` shows it"
+        err.print(f"failed: run {r.label} ({r.run_id}): {last} ({where})", markup=False, highlight=False, soft_wrap=True)
 
 
 ADDRESS = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray on loopback).")

@@ -163,6 +163,17 @@ class StudySpec(Strict):
         return grid
 
 
+def varied_keys(spec: StudySpec) -> list[str]:
+    """The config keys a study varies, in declaration order: grid axes, variants' override keys, and `seed`
+    when a run has more than one."""
+    keys = list(spec.grid)
+    for v in spec.variants:
+        keys += [k for k in v.overrides if k not in keys]
+    if len(spec.seeds) > 1 or any(v.seeds and len(v.seeds) > 1 for v in spec.variants):
+        keys.append("seed")
+    return keys
+
+
 def run_count(grid: dict[str, list[Any]], seeds: list[int], variants: list[Variant], pretrain: Pretrain | None) -> int:
     """Runs a study expands to, by arithmetic alone (nothing is expanded): per variant, grid points x seeds,
     plus at most one pretraining run per grid point and variant."""
