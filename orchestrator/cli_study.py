@@ -102,18 +102,17 @@ def plan_cmd(
 
 
 def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str], cpus: Optional[int],
-            track: Optional[str] = None, dashboard: bool = False, source_file: Optional[Path] = None) -> int:
+            track: Optional[str] = None, dashboard: bool = False, inputs_checked: bool = False) -> int:
     """Run the study's unfinished runs; returns the exit code (0 all finished, 1 not, 128 + signal if stopped by one).
-    Their inputs are checked first (a study file's by `check_study`, a stored spec's here): Ray starts for none
-    that cannot run."""
+    Their inputs are checked first (here, unless `check_study` has checked the study file's): Ray starts for no
+    study that cannot run."""
     import time
 
     from .ray_backend import RayBackend, check_gpus, init_ray
-
     from .validation import input_errors
 
     tracker = tracker_for(track or spec.tracking)  # a bad value is a usage error before anything runs
-    problems = input_errors(spec, source=f"study {spec.name!r} (stored spec)") if source_file is None else []
+    problems = [] if inputs_checked else input_errors(spec, source=f"study {spec.name!r} (stored spec)")
     if problems:
         raise ConfigError("\n".join(problems))
     check_gpus(expand(spec), address, cpus)
@@ -175,7 +174,7 @@ def run_cmd(
 
     with clean_errors():
         spec = with_absolute_inputs(check_study(spec_file))
-        code = _submit(open_store(db), spec, storage, address, cpus, track, dashboard, source_file=spec_file)
+        code = _submit(open_store(db), spec, storage, address, cpus, track, dashboard, inputs_checked=True)
     raise typer.Exit(code)
 
 

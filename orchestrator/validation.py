@@ -18,9 +18,8 @@ from trainer.config import ConfigError, read_yaml
 from trainer.inputs import input_problems
 
 INPUT_FIELDS = ("init", "data.path", "eval.weights", "eval.cache_dir")  # config fields that name files
-_HINTS = {"init": " (a relative path is from the current directory; or give the study a `pretrain:` block so "
-                  "its runs start from its own pretraining)",
-          "data.path": " (a relative path is from the current directory)"}
+RELATIVE = " (a relative path is from the current directory)"
+PRETRAIN_HINT = " (or give the study a `pretrain:` block so that its runs start from its own pretraining)"
 
 
 def _where(spec: StudySpec, raw: dict, field: str, role: str, params: dict[str, Any]) -> tuple[str, tuple, str]:
@@ -59,7 +58,9 @@ def input_errors(spec: StudySpec, spec_file: Path | None = None, source: str | N
             which, loc, written = _where(spec, raw, p.field, run.role, run.params)
             file, lines = files[which]
             where = f"{file}:{_line(lines, loc)}" if _line(lines, loc) else f"{file}"
-            line = f"{where}: {written}: {p.message}{_HINTS.get(p.field, '')}"
+            hint = (RELATIVE if p.path is not None and not p.path.is_absolute() else "") + \
+                (PRETRAIN_HINT if p.field == "init" and spec.pretrain is None else "")
+            line = f"{where}: {written}: {p.message}{hint}"
             if line not in out:
                 out.append(line)
     return out

@@ -328,13 +328,12 @@ def _errors(err: ValidationError, source: str, lines: dict[tuple, int], base_fil
     out = []
     for e in err.errors():
         loc = tuple(e["loc"])
-        message = error_message(e, study_paths())
         if base_file is not None and loc[:1] == ("base",) and len(loc) > 1:
             file, base_lines = base_file
             out.append(f"{file}:{_line_for(loc[1:], base_lines) or '?'}: {error_path(loc[1:])}: "
-                       f"{error_message(e, config_paths())}")
+                       f"{error_message({**e, 'loc': loc[1:]}, config_paths())}")
             continue
-        out.append(f"{source}:{_line_for(loc, lines) or '?'}: {error_path(loc)}: {message}")
+        out.append(f"{source}:{_line_for(loc, lines) or '?'}: {error_path(loc)}: {error_message(e, study_paths())}")
     return out
 
 
@@ -393,8 +392,11 @@ def _resolution_errors(spec: StudySpec, raw: dict, source: str, lines: dict[tupl
                 line = _line_for(loc, lines)
                 label = ".".join(str(p) for p in where)
                 if err["type"] == "extra_forbidden" and key is not None:  # the key as written, with a suggestion
-                    problems.append(f"{source}:{line or '?'}: {label}: {key}: unknown field"
-                                    f"{suggest_key(key, config_paths())}")
+                    if where[0] == "grid":  # once per grid axis, not per value
+                        line, label = _line_for(where[:2], lines), f"grid.{key}"
+                    problem = f"{source}:{line or '?'}: {label}: {key}: unknown field{suggest_key(key, config_paths())}"
+                    if problem not in problems:
+                        problems.append(problem)
                     continue
                 problems.append(f"{source}:{line or '?'}: {label}: {dotted or '(config)'}: {error_message(err)}")
     return problems

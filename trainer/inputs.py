@@ -42,10 +42,11 @@ METRIC_WEIGHTS = {"fd_inception": INCEPTION, "fd_dinov2": dinov2_weights("vitl14
 
 @dataclass(frozen=True)
 class InputProblem:
-    """A missing input: the config field (dotted) and what is wrong with it."""
+    """A missing input: the config field (dotted), what is wrong with it and the path it names (if one)."""
 
     field: str
     message: str
+    path: Path | None = None
 
 
 def hub_checkpoints_dir() -> Path:
@@ -85,10 +86,10 @@ def input_problems(cfg: TrainConfig, init_from_run: bool = False) -> list[InputP
     (a study's pretraining), written before this run starts, so it is not checked."""
     problems = []
     if cfg.init is not None and not init_from_run and not Path(cfg.init).is_file():
-        problems.append(InputProblem("init", f"{cfg.init}: checkpoint file not found"))
+        problems.append(InputProblem("init", f"{cfg.init}: checkpoint file not found", Path(cfg.init)))
     path = getattr(cfg.data, "path", None)
     if path is not None and not Path(path).exists():
-        problems.append(InputProblem("data.path", f"{path}: dataset not found (a directory, .zip or .tar.gz)"))
+        problems.append(InputProblem("data.path", f"{path}: dataset not found (a directory, .zip or .tar.gz)", Path(path)))
     metric = cfg.eval.metric
     if metric in METRIC_WEIGHTS:
         found, why = find_weights(cfg.eval.weights, METRIC_WEIGHTS[metric])
@@ -96,5 +97,6 @@ def input_problems(cfg: TrainConfig, init_from_run: bool = False) -> list[InputP
             problems.append(InputProblem("eval.weights", why))
     elif metric == "fd_digits" and cfg.eval.weights is not None and not Path(cfg.eval.weights).is_file():
         problems.append(InputProblem("eval.weights", f"{cfg.eval.weights}: digits classifier weights not found "
-                                                     "(omit eval.weights to train the classifier on first use)"))
+                                                     "(omit eval.weights to train the classifier on first use)",
+                                     Path(cfg.eval.weights)))
     return problems
