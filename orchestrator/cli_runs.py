@@ -91,6 +91,8 @@ def varied_columns(store: Store, studies: list[str]) -> list[str]:
 def with_results(store: Store, runs: pd.DataFrame) -> pd.DataFrame:
     """Runs with every flattened config key and their latest evaluations (`evaluation_columns`) as columns."""
     ids = list(runs["run_id"])
+    if not ids:
+        return runs
     params = store.params_frame(ids)
     out = runs.join(params[[c for c in params.columns if c not in runs.columns]], on="run_id")
     return out.join(evaluation_columns(store, ids), on="run_id")
