@@ -12,7 +12,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from trainer.config import did_you_mean
+from trainer.config import ConfigError, did_you_mean
 
 from .cli_options import print_json
 from .common import DB_OPTION, clean_errors, open_store, out
@@ -83,7 +83,10 @@ def varied_columns(store: Store, studies: list[str]) -> list[str]:
 
     keys: list[str] = []
     for name in dict.fromkeys(studies):
-        spec = stored_spec(store.study(name).spec_yaml, f"study {name!r} (stored spec)")
+        try:
+            spec = stored_spec(store.study(name).spec_yaml, f"study {name!r} (stored spec)")
+        except ConfigError:  # a spec stored by an older version: its runs are listed without its keys
+            continue
         keys += [k for k in varied_keys(spec) if k not in keys]
     return keys
 
