@@ -13,7 +13,7 @@ The simulated backend starts any run that fits, longest ready first. That greedy
 a narrow run started on GPUs a wide run waits for can delay the wide one, so in some configurations
 (runs of very different widths) the barrier can win.
 
-    python benchmarks/scheduling.py [--gpus 8] [--tflops 100] [--pretrain-units 4] [--size-gpus 1,2,2,4]
+    python benchmarks/scheduling.py [--gpus 8] [--tflops 46.8] [--pretrain-units 4] [--size-gpus 1,2,2,4]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from orchestrator.backend import InProcessBackend, QueueWork
+from orchestrator.cli_options import PEAK_TFLOPS, UTILIZATION
 from orchestrator.scheduling import DependencyQueue, Task
 from trainer.config import load_config
 from trainer.data import data_shape
@@ -82,7 +83,8 @@ def simulate(tasks: list[Task], gpus: int, barrier: bool) -> tuple[float, float]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpus", type=int, default=8)
-    ap.add_argument("--tflops", type=float, default=100.0, help="sustained training TFLOP/s per GPU (as `ect study plan`)")
+    ap.add_argument("--tflops", type=float, default=PEAK_TFLOPS * UTILIZATION,
+                    help="sustained training TFLOP/s per GPU (default: `ect study plan`'s peak x utilisation)")
     ap.add_argument("--pretrain-units", type=float, default=4.0,
                     help="pretraining length in units of 12.8 M images (an assumption; the paper starts from EDM2)")
     ap.add_argument("--size-gpus", default="1,2,2,4", help="GPUs per run of ECM-S,M,L,XL (bigger models ask for more)")

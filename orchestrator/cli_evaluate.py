@@ -10,25 +10,24 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import torch
+from typing import TYPE_CHECKING
+
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 from sqlalchemy import select
 
-from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from trainer.config import ConfigError, EvalConfig, SamplingConfig, TrainConfig, format_validation_error
-from trainer.data import load_dataset
-from trainer.evaluation import Evaluator, extractor_name
-from trainer.loop import load_model
-from trainer.precond import Precond
-from trainer.reporter import NullReporter
-from trainer.sampling import ConsistencySampler, Sampler, check_mid_times, params_json, sampler_for
-from trainer.schedule_search import TunedSampler, search_mid_time
 
 from .common import DB_OPTION, STORAGE_OPTION, clean_errors, open_store, out
 from .store import Evaluation, Store
 from .study_runner import run_dir
+
+if TYPE_CHECKING:  # torch and the trainer's torch modules load when the command runs: `ect study validate` stays fast
+    import torch
+
+    from trainer.evaluation import Evaluator
+    from trainer.sampling import Sampler
 
 
 def _numbers(text: str, option: str, kind: type) -> list:
@@ -45,6 +44,8 @@ def _numbers(text: str, option: str, kind: type) -> list:
 def _checkpoints(store: Store, name: str, storage: Path) -> dict[str, tuple[str, Path]]:
     """{run id: (label, checkpoint file)} of every run of the study; refuses (naming them) runs still being
     trained and runs without a checkpoint, before anything is written."""
+    from trainer.checkpoint import CHECKPOINT_NAME
+
     runs = store.runs_frame(name).drop_duplicates("run_id")
     busy = runs[runs["status"] == "running"]
     if len(busy):
@@ -69,6 +70,8 @@ def _checkpoints(store: Store, name: str, storage: Path) -> dict[str, tuple[str,
 def _samplers(cfg: TrainConfig, steps: list[int], mid_times: list[float] | None,
               heun_steps: int | None) -> list[Sampler]:
     """The requested samplers with this run's sampling settings, the given intermediate times and Heun steps."""
+    from trainer.sampling import check_mid_times, sampler_for
+
     sampling = cfg.sampling.model_copy(update={k: v for k, v in (("mid_times", mid_times), ("heun_steps", heun_steps))
                                                if v is not None})
     try:
@@ -87,6 +90,9 @@ def _samplers(cfg: TrainConfig, steps: list[int], mid_times: list[float] | None,
 
 def _present(store: Store, run_id: str, step: int, ev: EvalConfig, sampler: Sampler) -> bool:
     """Whether this exact evaluation is stored already."""
+    from trainer.evaluation import extractor_name
+    from trainer.sampling import params_json
+
     key = dict(run_id=run_id, step=step, metric=ev.metric, extractor=extractor_name(ev.metric), sampler=sampler.name,
                sampler_params=params_json(sampler), num_samples=ev.num_samples, seed=ev.seed)
     with store.session() as s:
@@ -148,6 +154,11 @@ def _plan(store: Store, run_id: str, label: str, path: Path, steps: list[int], t
           dev: torch.device) -> tuple:
     """(run id, label, checkpoint, step, eval settings, samplers still to measure) of one run; builds its evaluator
     where something is to be measured."""
+    from trainer.checkpoint import load_checkpoint
+    from trainer.data import load_dataset
+    from trainer.evaluation import Evaluator
+    from trainer.sampling import check_mid_times
+
     state = load_checkpoint(path)
     cfg = TrainConfig.from_json(state["config"])
     try:
@@ -174,6 +185,10 @@ def _evaluate_run(store: Store, evaluators: dict[str, Evaluator], dev: torch.dev
                   path: Path, step: int, key: str, samplers: list[Sampler], todo: list[Sampler],
                   cfg: TrainConfig) -> list[dict]:
     """Measure and store one run's evaluations that are not stored yet; a row for each requested one."""
+    from trainer.loop import load_model
+    from trainer.reporter import NullReporter
+    from trainer.sampling import params_json
+
     rows = [{"label": label, "run_id": run_id, "step": step, "sampler": s.name, "sampler_params": params_json(s),
              "nfe": s.nfe, "value": None, "new": False} for s in samplers if s not in todo]
     if todo:
@@ -190,6 +205,11 @@ def _tune_run(store: Store, evaluators: dict[str, Evaluator], dev: torch.device,
               cfg: TrainConfig) -> list[dict]:
     """Search t_mid of 2-step sampling on the noise of seed + 1, then measure the tuned sampler on the reported seed's
     noise and store it (skipped where this very search is stored already)."""
+    from trainer.loop import load_model
+    from trainer.reporter import NullReporter
+    from trainer.sampling import ConsistencySampler
+    from trainer.schedule_search import TunedSampler, search_mid_time
+
     ev = cfg.eval
     search = {"method": "golden-section on log t", "range": bounds, "iterations": iterations, "seed": ev.seed + 1,
               "num_samples": ev.num_samples}
@@ -212,6 +232,8 @@ def _tune_run(store: Store, evaluators: dict[str, Evaluator], dev: torch.device,
 
 def _tuned_present(store: Store, run_id: str, step: int, ev: EvalConfig, search: dict) -> bool:
     """Whether a tuned 2-step evaluation from this very search is stored already."""
+    from trainer.evaluation import extractor_name
+
     with store.session() as s:
         params = s.scalars(select(Evaluation.sampler_params).filter_by(
             run_id=run_id, step=step, metric=ev.metric, extractor=extractor_name(ev.metric), sampler="consistency",

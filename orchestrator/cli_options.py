@@ -41,6 +41,17 @@ class Sampler(str, Enum):
     heun = "heun"
 
 
+# The GPU-hour estimate of `ect study plan` (and the scheduling benchmark): FLOPs / (peak x utilisation).
+PEAK_TFLOPS = 312.0  # one A100's dense BF16/FP16 tensor-core peak, TFLOP/s
+UTILIZATION = 0.15  # the share of that peak a training run sustains: the paper's 1-GPU-hour recipe trains
+# 8000 x 128 CIFAR-10 images on DDPM++ (1.74e17 FLOPs as `ect study plan` counts them) in one A100 hour: 0.155
+
+
+def gpu_hours(flops: float, peak_tflops: float = PEAK_TFLOPS, utilization: float = UTILIZATION) -> float:
+    """GPU-hours that `flops` of training take at `utilization` of a GPU's peak TFLOP/s."""
+    return flops / (peak_tflops * 1e12 * utilization) / 3600
+
+
 POINTS_OPTION = typer.Option(
     FitPoints.means, "--points",
     help="Fit the per-budget means over training seeds (every budget weighs the same) or every seed's run.")

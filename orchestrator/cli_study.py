@@ -16,7 +16,7 @@ from trainer.config import ConfigError
 
 from .cli_evaluate import evaluate_cmd
 from .console import study_view
-from .cli_options import POINTS_OPTION, FitPoints, print_json
+from .cli_options import PEAK_TFLOPS, POINTS_OPTION, UTILIZATION, FitPoints, gpu_hours, print_json
 from .common import DASHBOARD_OPTION, DB_OPTION, RUNTIME, STORAGE_OPTION, TRACK_OPTION, clean_errors, err, existing_store, open_store, out
 from .jobs import GRACE_S, job_state, stop_submitted
 from .jobs import logs as job_logs
@@ -32,71 +32,89 @@ app.command("evaluate")(evaluate_cmd)
 
 @app.command("validate")
 def validate(spec_file: Path = typer.Argument(..., help="Study YAML file.")) -> None:
-    """Check a study file: every error at once, with field path and YAML line; writes nothing."""
+    """Check a study file and what its runs will read (init checkpoints, datasets, extractor weights): every
+    error at once, with file, YAML line and field; writes nothing and starts nothing."""
+    from .validation import check_study
+
     with clean_errors():
-        spec = load_study(spec_file)
+        spec = check_study(spec_file)
         runs = expand(spec)
     out.print(f"{spec_file}: ok — study {spec.name!r} ({spec.kind}), {len(runs)} runs")
 
 
-def _flops_estimate(spec: StudySpec) -> tuple[float, float]:
-    """(training FLOPs, images) of every run, from the networks' measured forward FLOPs."""
+def _flops_per_run(spec: StudySpec) -> dict[str, tuple[float, float]]:
+    """{run id: (training FLOPs, images)} of every run, from the networks' measured forward FLOPs."""
+    import torch
+
+    from trainer.data import data_shape
     from trainer.flops import forward_flops_per_sample, step_flops
     from trainer.loop import meta_model
 
-    total_flops = images = 0.0
+    out: dict[str, tuple[float, float]] = {}
     per_net: dict[str, int] = {}
     for r in expand(spec):
         key = r.config.network.model_dump_json() + r.config.data.model_dump_json()
         if key not in per_net:
-            from trainer.data import data_shape
-            import torch
-
             shape, _ = data_shape(r.config.data)
-            net = meta_model(r.config)
-            per_net[key] = forward_flops_per_sample(net, shape, torch.device("meta"))
+            per_net[key] = forward_flops_per_sample(meta_model(r.config), shape, torch.device("meta"))
         n = r.config.schedule.iterations * r.config.schedule.batch_size
-        total_flops += step_flops(n, per_net[key], r.role != "pretrain")
-        images += n
-    return total_flops, images
+        out[r.run_id] = (float(step_flops(n, per_net[key], r.role != "pretrain")), float(n))
+    return out
+
+
+PLAN_COLUMNS = ("run_id", "label", "role", "status", "iterations", "batch_size", "train_flops", "gpu_hours")
 
 
 @app.command("plan")
 def plan_cmd(
     spec_file: Path = typer.Argument(..., help="Study YAML file."),
     db: Optional[str] = DB_OPTION,
-    tflops: float = typer.Option(100.0, "--tflops", help="Sustained training throughput (TFLOP/s per GPU) for the GPU-hour estimate."),
+    tflops: float = typer.Option(PEAK_TFLOPS, "--tflops", min=1e-6, help="Peak dense TFLOP/s of one GPU (A100 BF16: 312, H100 SXM BF16: 989)."),
+    utilization: float = typer.Option(UTILIZATION, "--utilization", min=1e-6, max=1.0, help="Share of that peak a run sustains; the default is what the paper's 1-GPU-hour recipe implies on an A100."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Print the runs a study expands to, which already exist in the store, and its total compute."""
+    """Print the runs a study expands to, which already exist in the store, and each run's and the total
+    training compute in FLOPs and GPU-hours (FLOPs / (peak TFLOP/s x utilisation), both stated)."""
     with clean_errors():
         spec = load_study(spec_file)
         store = existing_store(db)
         rows = plan(store, spec)
-        flops, images = _flops_estimate(spec)
-    hours = flops / (tflops * 1e12) / 3600
+        per_run = _flops_per_run(spec)
+    for r in rows:
+        r["train_flops"], r["images"] = per_run[r["run_id"]]
+        r["gpu_hours"] = gpu_hours(r["train_flops"], tflops, utilization)
+    flops, images = sum(r["train_flops"] for r in rows), sum(r["images"] for r in rows)
+    hours = gpu_hours(flops, tflops, utilization)
+    assumed = (f"at {tflops:g} TFLOP/s peak x {utilization:.0%} utilisation = {tflops * utilization:.3g} TFLOP/s "
+               f"sustained per GPU (--tflops, --utilization)")
     if json_out:
-        out.print_json(json.dumps({"study": spec.name, "runs": rows, "train_flops": flops, "images": images,
-                                   "gpu_hours": hours, "tflops_assumed": tflops}))
+        print_json({"study": spec.name, "runs": rows, "train_flops": flops, "images": images, "gpu_hours": hours,
+                    "tflops_peak": tflops, "utilization": utilization, "tflops_sustained": tflops * utilization})
         return
     table = Table(title=f"study {spec.name} ({spec.kind}): {len(rows)} runs")
-    for col in ("run_id", "label", "role", "status", "iterations", "batch_size"):
-        table.add_column(col)
+    for col in PLAN_COLUMNS:
+        table.add_column(col, justify="right" if col in ("iterations", "batch_size", "train_flops", "gpu_hours") else "left")
     for r in rows:
-        table.add_row(*(str(r[c]) for c in ("run_id", "label", "role", "status", "iterations", "batch_size")))
+        table.add_row(*(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in PLAN_COLUMNS))
     out.print(table)
-    out.print(f"total training compute {flops:.3g} FLOPs over {images:.3g} images "
-              f"≈ {hours:.3g} GPU-hours at {tflops:g} TFLOP/s")
+    out.print(f"total training compute {flops:.3g} FLOPs over {images:.3g} images ≈ {hours:.3g} GPU-hours {assumed}",
+              highlight=False, soft_wrap=True)
 
 
 def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str], cpus: Optional[int],
-            track: Optional[str] = None, dashboard: bool = False) -> int:
-    """Run the study's unfinished runs; returns the exit code (0 all finished, 1 not, 128 + signal if stopped by one)."""
+            track: Optional[str] = None, dashboard: bool = False, inputs_checked: bool = False) -> int:
+    """Run the study's unfinished runs; returns the exit code (0 all finished, 1 not, 128 + signal if stopped by one).
+    Their inputs are checked first (here, unless `check_study` has checked the study file's): Ray starts for no
+    study that cannot run."""
     import time
 
     from .ray_backend import RayBackend, check_gpus, init_ray
+    from .validation import input_errors
 
     tracker = tracker_for(track or spec.tracking)  # a bad value is a usage error before anything runs
+    problems = [] if inputs_checked else input_errors(spec, source=f"study {spec.name!r} (stored spec)")
+    if problems:
+        raise ConfigError("\n".join(problems))
     check_gpus(expand(spec), address, cpus)
     runs, new = register(store, spec)
     todo = [r for r in runs if store.run(r.run_id).status not in FINISHED]
@@ -114,6 +132,7 @@ def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str]
                              on_change)
         counts = execute(store, spec, storage, backend, stop, on_change, view.tick)
     out.print("done: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    _print_failures(store, runs)
     if stop.signum is not None:
         err.print(f"study {spec.name}: interrupted by {signal.Signals(stop.signum).name}; its runs keep their "
                   f"checkpoints (`ect study resume {spec.name}` continues them)", highlight=False)
@@ -123,6 +142,17 @@ def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str]
                   f"(`ect study resume {spec.name}` continues them)", highlight=False)
         return RUNTIME
     return RUNTIME if set(counts) - set(FINISHED) else 0
+
+
+def _print_failures(store: Store, runs: list) -> None:
+    """One line per failed run on stderr: its label, id, the error's last line and where its full traceback is."""
+    for r in runs:
+        rec = store.run(r.run_id)
+        if rec.status != "failed":
+            continue
+        last = (rec.error or "no error text").strip().splitlines()[-1]
+        where = f"full traceback: {rec.error_file}" if rec.error_file else f"`ect study status {r.study}` shows it"
+        err.print(f"failed: run {r.label} ({r.run_id}): {last} ({where})", markup=False, highlight=False, soft_wrap=True)
 
 
 ADDRESS = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray on loopback).")
@@ -140,9 +170,11 @@ def run_cmd(
     dashboard: bool = DASHBOARD_OPTION,
 ) -> None:
     """Submit a study: runs already finished in the store are reused, the rest are trained."""
+    from .validation import check_study, with_absolute_inputs
+
     with clean_errors():
-        spec = load_study(spec_file)
-        code = _submit(open_store(db), spec, storage, address, cpus, track, dashboard)
+        spec = with_absolute_inputs(check_study(spec_file))
+        code = _submit(open_store(db), spec, storage, address, cpus, track, dashboard, inputs_checked=True)
     raise typer.Exit(code)
 
 

@@ -31,6 +31,7 @@ from .store import Store
 
 # Tune's report keys we add; everything else in a result dict is Tune's own bookkeeping.
 KIND = "ect_kind"
+ERROR_FILE = "error.txt"  # the full traceback of a run's last failure, in its run directory
 # What the trial of a multi-worker run reserves for itself: it only drives the Train workers, which
 # get their CPUs and GPUs in Train's own placement group (a CPU here would not leave room for them).
 DRIVER_MEMORY = 256 * 1024**2
@@ -125,7 +126,7 @@ def _train_job(job: dict[str, Any], reporter: TuneReporter) -> None:
 
     from trainer import distributed
     from trainer.config import TrainConfig
-    from trainer.loop import train
+    from trainer.loop import SetupError, train
 
     torch.set_num_threads(max(1, int(job["cpus_per_worker"])))
     cfg = TrainConfig.from_json(job["config"])
@@ -134,6 +135,14 @@ def _train_job(job: dict[str, Any], reporter: TuneReporter) -> None:
     start = time.perf_counter()
     try:
         result = train(cfg, Path(job["run_dir"]), reporter)
+    except SetupError as e:  # deterministic: the same inputs fail the same way, so the run fails without a retry
+        ranks = distributed.current()
+        if ranks.is_main:
+            reporter._send("final", status="failed", step=0, message=str(e),
+                           error_file=write_traceback(Path(job["run_dir"]), e))
+        if ranks.world > 1:
+            raise  # ends every rank's training (train_distributed sees the failed final report and does not raise)
+        return
     except Exception as e:  # a full disk ends the trial without a retry on the same disk (see diskfull.py)
         if not is_disk_full(e):
             raise
@@ -149,6 +158,19 @@ def _train_job(job: dict[str, Any], reporter: TuneReporter) -> None:
         checkpoint=str(result.checkpoint) if result.checkpoint else None,
         wall_seconds=time.perf_counter() - start, final_loss=result.final_loss,
     )
+
+
+def write_traceback(run_dir: Path, error: BaseException) -> str | None:
+    """Write an exception's full traceback to `<run dir>/error.txt`; its path, or None if it cannot be written."""
+    import traceback
+
+    target = run_dir / ERROR_FILE
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("".join(traceback.format_exception(error)))
+    except OSError:
+        return None
+    return str(target)
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
@@ -185,6 +207,12 @@ def train_distributed(job: dict[str, Any], relay: Callable[[dict[str, Any]], Non
     )
     failure: list[BaseException] = []
     done = threading.Event()
+    failed_setup: list[dict[str, Any]] = []  # rank 0's "final" report of a run that could not start
+
+    def forward(message: dict[str, Any]) -> None:
+        if message.get(KIND) == "final" and message.get("status") == "failed":
+            failed_setup.append(message)
+        relay(message)
 
     def fit() -> None:
         try:
@@ -200,14 +228,14 @@ def train_distributed(job: dict[str, Any], relay: Callable[[dict[str, Any]], Non
             finished = done.is_set()  # read before draining, so no report sent before the end is left behind
             try:
                 while True:
-                    relay(queue.get(timeout=0.5))
+                    forward(queue.get(timeout=0.5))
             except Empty:
                 pass
             if finished:
                 break
     finally:
         queue.shutdown()  # the trial's actor may be reused for the next trial: do not leave queues behind
-    if failure:
+    if failure and not failed_setup:
         raise failure[0]
 
 

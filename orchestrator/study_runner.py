@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from studies.spec import RunSpec, StudySpec, dump_spec, expand
-from trainer.checkpoint import CHECKPOINT_NAME
 
 from .backend import Backend, Fits
 from .ray_backend import Job
@@ -49,6 +48,8 @@ def run_dir(storage: Path, run_id: str) -> Path:
 def adopt_run_dir(store: Store, storage: Path, run_id: str) -> Path:
     """The run's directory; one still named by a former id (store migration 0003) is renamed to it, and a stored
     checkpoint path that no longer exists (storage moved or renamed) is pointed at the directory's checkpoint."""
+    from trainer.checkpoint import CHECKPOINT_NAME  # torch: imported when a study runs, not for `ect study validate`
+
     target = run_dir(storage, run_id)
     run = store.run(run_id)
     if not target.exists():

@@ -16,10 +16,9 @@ from ray.tune.search import Searcher
 from ray.tune.stopper import Stopper
 
 from .backend import Work
-from .ray_backend import KIND
+from .ray_backend import ERROR_FILE, KIND
 from .store import Store, now
 
-ERROR_FILE = "error.txt"  # the full traceback of a run's last failure, in its run directory
 ERROR_LINES = 6  # how many of its last lines the store keeps
 
 
@@ -52,9 +51,9 @@ class StoreCallback(tune.Callback):
             self.store.update_run(rid, finished_at=now(), error=result["message"])
         elif kind == "final":
             keys = ("step", "images_seen", "train_flops", "flops_per_sample", "normalized_compute",
-                    "num_params", "checkpoint", "wall_seconds")
+                    "num_params", "checkpoint", "wall_seconds", "error_file")  # a run that could not start sends fewer
             self.store.update_run(rid, finished_at=now(), node=result["node"],
-                                  error=result["message"] or None, **{k: result[k] for k in keys})
+                                  error=result["message"] or None, **{k: result[k] for k in keys if k in result})
             self._changed(rid, {"step": result["step"]})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

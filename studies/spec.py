@@ -20,8 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from trainer.config import (TAGS, ConfigError, Seed, TrainConfig, batch_error, error_message, error_path, load_yaml,
-                            parse_yaml, read_yaml, weights_identity)
+from trainer.config import (TAGS, ConfigError, Seed, TrainConfig, batch_error, config_paths, error_message, error_path,
+                            field_paths, parse_yaml, read_yaml, suggest_key, weights_identity)
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # matched with fullmatch: no trailing newline
 MAX_NAME_LENGTH = 64  # the store's column for study names
@@ -163,6 +163,17 @@ class StudySpec(Strict):
         return grid
 
 
+def varied_keys(spec: StudySpec) -> list[str]:
+    """The config keys a study varies, in declaration order: grid axes, variants' override keys, and `seed`
+    when a run has more than one."""
+    keys = list(spec.grid)
+    for v in spec.variants:
+        keys += [k for k in v.overrides if k not in keys]
+    if len(spec.seeds) > 1 or any(v.seeds and len(v.seeds) > 1 for v in spec.variants):
+        keys.append("seed")
+    return keys
+
+
 def run_count(grid: dict[str, list[Any]], seeds: list[int], variants: list[Variant], pretrain: Pretrain | None) -> int:
     """Runs a study expands to, by arithmetic alone (nothing is expanded): per variant, grid points x seeds,
     plus at most one pretraining run per grid point and variant."""
@@ -301,13 +312,28 @@ def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
     return None
 
 
-def _errors(err: ValidationError, source: str, lines: dict[tuple, int]) -> list[str]:
-    """`source:LINE: dotted.path: message`, one per error."""
+_STUDY_PATHS: list[str] = []
+
+
+def study_paths() -> list[str]:
+    """Every dotted field path of a study file (`base.optim.lr`, `variants.label`, ...), computed once."""
+    if not _STUDY_PATHS:
+        _STUDY_PATHS.extend(field_paths(StudySpec))
+    return _STUDY_PATHS
+
+
+def _errors(err: ValidationError, source: str, lines: dict[tuple, int], base_file: tuple[str, dict] | None = None) -> list[str]:
+    """`source:LINE: dotted.path: message`, one per error; an error in a base config read from its own file
+    names that file, its line and the field as written there."""
     out = []
     for e in err.errors():
-        line = _line_for(tuple(e["loc"]), lines)
-        path = error_path(tuple(e["loc"]))
-        out.append(f"{source}:{line or '?'}: {path}: {error_message(e)}")
+        loc = tuple(e["loc"])
+        if base_file is not None and loc[:1] == ("base",) and len(loc) > 1:
+            file, base_lines = base_file
+            out.append(f"{file}:{_line_for(loc[1:], base_lines) or '?'}: {error_path(loc[1:])}: "
+                       f"{error_message({**e, 'loc': loc[1:]}, config_paths())}")
+            continue
+        out.append(f"{source}:{_line_for(loc, lines) or '?'}: {error_path(loc)}: {error_message(e, study_paths())}")
     return out
 
 
@@ -318,12 +344,17 @@ def load_study(path: Path) -> StudySpec:
     raw, lines = doc.data, doc.lines
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with name, kind, base, variants/grid")
+    base_file = None
     if isinstance(raw.get("base"), str):  # base: a TrainConfig YAML file, relative to the study file
-        raw["base"] = load_yaml(path.parent / raw["base"])
+        base_path = base_file_of(path, raw["base"])
+        base_doc = read_yaml(base_path, "base config file")
+        if not isinstance(base_doc.data, (dict, type(None))):
+            raise ConfigError(f"{base_path}: expected a mapping of config sections, got {type(base_doc.data).__name__}")
+        raw["base"], base_file = base_doc.data or {}, (str(base_path), base_doc.lines)
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError("\n".join(_errors(e, str(path), lines))) from None
+        raise ConfigError("\n".join(_errors(e, str(path), lines, base_file))) from None
     problems = _resolution_errors(spec, raw, str(path), lines)
     if problems:
         raise ConfigError("\n".join(problems))
@@ -332,6 +363,11 @@ def load_study(path: Path) -> StudySpec:
     except ValueError as e:
         raise ConfigError(f"{path}: {e}") from None
     return spec
+
+
+def base_file_of(study_file: Path, base: str) -> Path:
+    """The base config file a study names (`base: FILE`), relative to the study file's folder."""
+    return Path(study_file).parent / base
 
 
 def _resolution_errors(spec: StudySpec, raw: dict, source: str, lines: dict[tuple, int]) -> list[str]:
@@ -355,6 +391,13 @@ def _resolution_errors(spec: StudySpec, raw: dict, source: str, lines: dict[tupl
                 loc = where + ((key,) if key and where[-1] == "overrides" else ())
                 line = _line_for(loc, lines)
                 label = ".".join(str(p) for p in where)
+                if err["type"] == "extra_forbidden" and key is not None:  # the key as written, with a suggestion
+                    if where[0] == "grid":  # once per grid axis, not per value
+                        line, label = _line_for(where[:2], lines), f"grid.{key}"
+                    problem = f"{source}:{line or '?'}: {label}: {key}: unknown field{suggest_key(key, config_paths())}"
+                    if problem not in problems:
+                        problems.append(problem)
+                    continue
                 problems.append(f"{source}:{line or '?'}: {label}: {dotted or '(config)'}: {error_message(err)}")
     return problems
 
@@ -364,7 +407,8 @@ def stored_spec(text: str, source: str) -> StudySpec:
     try:
         return StudySpec.model_validate(parse_yaml(text, source).data)
     except ValidationError as e:
-        raise ConfigError(f"{source}: {error_path(tuple(e.errors()[0]['loc']))}: {error_message(e.errors()[0])}") from None
+        raise ConfigError(f"{source}: {error_path(tuple(e.errors()[0]['loc']))}: "
+                          f"{error_message(e.errors()[0], study_paths())}") from None
 
 
 def dump_spec(spec: StudySpec) -> str:

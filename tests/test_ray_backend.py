@@ -67,12 +67,15 @@ def test_study_end_to_end_then_resubmission_runs_nothing(tmp_path, ray_session):
 
 def test_failing_and_diverging_runs_do_not_stop_the_others(tmp_path, ray_session):
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
+    images = tmp_path / "images"  # exists (validation passes) but holds no image: the run fails while it sets up
+    images.mkdir()
+    (images / "000.png").write_text("not a png")
     spec = write_study(
         tmp_path, name="faults", kind="custom", base=BASE, max_failures=1,
         variants=[
             {"label": "good", "overrides": {}},
-            {"label": "missing-data", "overrides": {"data.name": "cifar10", "data.path": "/nonexistent/cifar",
-                                                     "network.arch": "songunet", "eval.metric": None}},
+            {"label": "bad-data", "overrides": {"data.name": "image_folder", "data.path": str(images),
+                                                 "network.arch": "songunet", "eval.metric": None}},
             {"label": "diverges", "overrides": {"optim.lr": 1.0e30, "optim.name": "adam",
                                                 "schedule.iterations": 200}},
         ],
@@ -81,9 +84,12 @@ def test_failing_and_diverging_runs_do_not_stop_the_others(tmp_path, ray_session
     assert res.exit_code == 1, res.output  # the study is incomplete
     runs = Store(database_url(db)).runs_frame("faults").set_index("label")
     assert runs.loc["good", "status"] == "completed"
-    assert runs.loc["missing-data", "status"] == "failed"
-    assert "/nonexistent/cifar" in runs.loc["missing-data", "error"]
-    assert runs.loc["missing-data", "attempts"] == 2  # one retry (max_failures: 1)
+    assert runs.loc["bad-data", "status"] == "failed" and "000.png" in runs.loc["bad-data", "error"]
+    assert runs.loc["bad-data", "attempts"] == 1  # a data error before the first step: never retried (max_failures: 1)
+    traceback = Path(runs.loc["bad-data", "error_file"])
+    assert traceback.is_file() and "DataError" in traceback.read_text()
+    failed = [ln for ln in res.stderr.splitlines() if ln.startswith("failed: ")]  # one line per failed run
+    assert len(failed) == 1 and "bad-data" in failed[0] and str(traceback) in failed[0]
     assert runs.loc["diverges", "status"] == "diverged" and "non-finite" in runs.loc["diverges", "error"]
     status = invoke("study", "status", "faults", "--db", db, "--json")
     assert status.exit_code == 0 and '"incomplete"' in status.stdout

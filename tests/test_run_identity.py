@@ -14,9 +14,9 @@ from sqlalchemy import MetaData, create_engine, insert
 from orchestrator.store import Store
 from orchestrator.study_runner import StopRequest, StudyWork
 from studies.spec import StudySpec, apply_overrides, expand, run_id_of
-from trainer.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
-from trainer.loop import train
+from trainer.loop import SetupError, train
 from trainer.reporter import RecordingReporter
 
 from test_store_shared import upgrade_to
@@ -84,7 +84,7 @@ def test_resume_ignores_settings_that_do_not_determine_weights(tmp_path):
     _interrupted(cfg, tmp_path / "micro", 2)  # micro-batching changes float rounding only: the run resumes
     assert train(apply_overrides(cfg, {"schedule.batch_per_device": 8}), tmp_path / "micro").status == "completed"
     _interrupted(cfg, tmp_path / "seed", 2)
-    with pytest.raises(CheckpointError, match="different config"):
+    with pytest.raises(SetupError, match="different config"):  # a CheckpointError, found before the first step
         train(apply_overrides(cfg, {"seed": 3}), tmp_path / "seed")
 
 
@@ -99,9 +99,9 @@ def test_resume_checks_the_init_weights_not_their_path(tmp_path):
     assert rep.metric_rows[0] == (2, {"resumed_from": 2.0})
     other = train(tiny(seed=7), tmp_path / "other").checkpoint
     _interrupted(tiny(init=str(parent)), tmp_path / "child2", 2)
-    with pytest.raises(CheckpointError, match="different config"):
+    with pytest.raises(SetupError, match="different config"):  # a CheckpointError, found before the first step
         train(tiny(init=str(other)), tmp_path / "child2")
-    with pytest.raises(CheckpointError, match="different config"):
+    with pytest.raises(SetupError, match="different config"):  # a CheckpointError, found before the first step
         train(tiny(), tmp_path / "child2")
 
 

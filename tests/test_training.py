@@ -9,7 +9,7 @@ import torch
 from trainer.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import load_dataset
-from trainer.loop import RunState, load_model, train
+from trainer.loop import RunState, SetupError, load_model, train
 from trainer.metrics import sliced_wasserstein
 from trainer.reporter import RecordingReporter
 from trainer.sampling import consistency_sample
@@ -103,7 +103,7 @@ def test_resume_equals_uninterrupted_training(tmp_path):
 def test_resume_refuses_a_different_config(tmp_path):
     train(digits_config(), tmp_path)
     other = digits_config(seed=1)
-    with pytest.raises(CheckpointError, match="different config"):
+    with pytest.raises(SetupError, match="different config"):  # a CheckpointError, found before the first step
         train(other, tmp_path)
 
 

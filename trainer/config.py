@@ -6,9 +6,11 @@ Configs are plain YAML; unknown or ill-typed fields are rejected with the field 
 
 from __future__ import annotations
 
+import difflib
 import json
+import types
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Sequence, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -383,10 +385,50 @@ def batch_error(global_batch: int, workers: int, batch_per_device: int | None) -
     return None
 
 
-def error_message(e: dict) -> str:
-    """The message of one pydantic error, with the offending value where it is a scalar."""
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """`; did you mean X?` for the closest of `choices` (difflib), or '' when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation holds: itself, a union's members, a list's or Optional's item."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = get_origin(annotation)
+    if origin is dict:
+        return []
+    if origin is Annotated:
+        return _models_in(get_args(annotation)[0])
+    if origin in (Union, types.UnionType, list, tuple):
+        return [m for arg in get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+def field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted field path of a model, sections included (`optim`, `optim.lr`), through nested models,
+    lists of models and every member of a tagged union (`network.dropout` of each architecture)."""
+    out: list[str] = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        out.append(path)
+        for sub in _models_in(info.annotation):
+            out.extend(p for p in field_paths(sub, path + ".") if p not in out)
+    return out
+
+
+def suggest_key(dotted: str, paths: Sequence[str]) -> str:
+    """`; did you mean X?` for an unknown dotted key: the closest path of the same depth, else of any depth."""
+    depth = dotted.count(".")
+    same = [p for p in paths if p.count(".") == depth]
+    return did_you_mean(dotted, same) or did_you_mean(dotted, paths)
+
+
+def error_message(e: dict, paths: Sequence[str] = ()) -> str:
+    """The message of one pydantic error, with the offending value where it is a scalar; an unknown field gets
+    the closest valid one of `paths` (dotted, list indices left out) as a suggestion."""
     if e["type"] == "extra_forbidden":
-        return "unknown field"
+        return "unknown field" + (suggest_key(plain_path(tuple(e["loc"])), paths) if paths else "")
     if "input" in e and e["type"] != "missing" and not isinstance(e["input"], (dict, list)):
         return f"{e['msg']} (got {e['input']!r})"
     return e["msg"]
@@ -407,9 +449,25 @@ def error_path(loc: tuple) -> str:
     return ".".join(str(p) for p in parts) or "(top level)"
 
 
+def plain_path(loc: tuple) -> str:
+    """`error_path` without list indices (`variants.0.label` -> `variants.label`): a path of `field_paths`."""
+    return error_path(tuple(p for p in loc if not isinstance(p, int)))
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per error: `source: dotted.field.path: message`."""
-    return "\n".join(f"{source}: {error_path(e['loc'])}: {error_message(e)}" for e in err.errors())
+    """One line per error: `source: dotted.field.path: message` (an unknown field with a suggestion)."""
+    paths = config_paths()
+    return "\n".join(f"{source}: {error_path(e['loc'])}: {error_message(e, paths)}" for e in err.errors())
+
+
+_CONFIG_PATHS: list[str] = []
+
+
+def config_paths() -> list[str]:
+    """Every dotted path of a TrainConfig (computed once)."""
+    if not _CONFIG_PATHS:
+        _CONFIG_PATHS.extend(field_paths(TrainConfig))
+    return _CONFIG_PATHS
 
 
 def load_yaml(path: Path) -> dict:

@@ -27,6 +27,7 @@ from .config import TrainConfig, batch_error, weights_identity
 from .data import AnyDataset, data_shape, load_dataset
 from .ect import LossOutput, draw_noise, ect_loss, stage
 from .ema import EMA
+from .inputs import input_problems
 from .flops import TUNING_BUDGET_IMAGES, forward_flops_per_sample, step_flops
 from .evaluation import Evaluator
 from .networks import build_network
@@ -281,6 +282,28 @@ def _due(step: int, interval: int, total: int) -> bool:
     return step == total or (interval > 0 and step % interval == 0)
 
 
+class SetupError(ValueError):
+    """A run that cannot take its first step: a missing or unreadable input (dataset, init or extractor weights,
+    the checkpoint it resumes) or a config its data cannot satisfy. Running it again fails the same way, so a
+    scheduler marks it failed at once instead of retrying; the cause is chained."""
+
+
+def _set_up(cfg: TrainConfig, run_dir: Path, ranks: distributed.Ranks, resume: bool) -> RunState:
+    """The run's state, resumed from its checkpoint when asked; every input is checked before any training
+    work (the extractor's weights too, which the first evaluation reads only at the end of a run)."""
+    problems = input_problems(cfg)
+    if problems:
+        raise SetupError("; ".join(f"{p.field}: {p.message}" for p in problems))
+    try:
+        data = load_dataset(cfg.data)
+        run = RunState(cfg, run_dir, data, resolve_device(cfg.device, ranks.local_rank), ranks)
+        if resume and run.checkpoint_path.exists():
+            run.restore(load_checkpoint(run.checkpoint_path))
+    except (ValueError, FileNotFoundError) as e:  # the data, weight and checkpoint errors (DataError, CheckpointError, ...)
+        raise SetupError(str(e)) from e
+    return run
+
+
 def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter | None = None, resume: bool = True) -> TrainResult:
     """Train until `cfg.schedule.iterations`, resuming from `run_dir/checkpoint.pt` when present.
 
@@ -289,10 +312,8 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter | None = None, res
     """
     ranks = distributed.current()
     reporter = (reporter or NullReporter()) if ranks.is_main else NullReporter()
-    data = load_dataset(cfg.data)  # fails before any training work on a bad dataset
-    run = RunState(cfg, Path(run_dir), data, resolve_device(cfg.device, ranks.local_rank), ranks)
-    if resume and run.checkpoint_path.exists():
-        run.restore(load_checkpoint(run.checkpoint_path))
+    run = _set_up(cfg, Path(run_dir), ranks, resume)
+    if run.step:
         reporter.metrics(run.step, {"resumed_from": float(run.step)})  # how much work an interruption cost
     total, sched = cfg.schedule.iterations, cfg.schedule
     loss_value: float | None = None

@@ -52,6 +52,8 @@ FINISHED = ("completed", "diverged")
 # A driver beats its runs' heartbeats every 2 s; one silent for this long is presumed dead: its runs are shown
 # stale and may be claimed by another driver. Generous, so that a driver slowed by a loaded machine keeps its runs.
 STALE_SECONDS = 60.0
+MIN_PREFIX = 4  # a run id prefix shorter than this names a run only by listing it among its matches
+MAX_LISTED = 10  # runs an ambiguous prefix lists
 
 __all__ = [
     "DEFAULT_DB", "FINISHED", "SCHEMA_VERSION", "STATUSES", "Base", "Claim", "Evaluation", "Meta", "MetricRow",
@@ -338,12 +340,19 @@ class Store:
     def run(self, run_id: str) -> Run:
         with self.session() as s:
             run = s.get(Run, run_id)
-            if run is None:
-                matches = list(s.scalars(select(Run).where(Run.run_id.startswith(run_id, autoescape=True)))) if len(run_id) >= 4 else []
-                if len(matches) == 1:
-                    return matches[0]
-                raise StoreError(f"no run with id {run_id!r} in {redact(self.url)}")
-            return run
+            if run is not None:
+                return run
+            matches = list(s.scalars(select(Run).where(Run.run_id.startswith(run_id, autoescape=True))
+                                     .order_by(Run.run_id).limit(MAX_LISTED + 1))) if run_id else []
+            if len(matches) == 1 and len(run_id) >= MIN_PREFIX:
+                return matches[0]
+            if len(matches) > 1:
+                n = s.scalar(select(func.count()).select_from(Run).where(Run.run_id.startswith(run_id, autoescape=True)))
+                listed = ", ".join(f"{m.run_id} ({m.label})" for m in matches[:MAX_LISTED])
+                raise StoreError(f"prefix {run_id!r} matches {n} runs: {listed}{', ...' if n > MAX_LISTED else ''}")
+            hint = (f" (a prefix needs at least {MIN_PREFIX} characters; it is the start of {matches[0].run_id})"
+                    if matches else "")
+            raise StoreError(f"no run with id {run_id!r} in {redact(self.url)}{hint}")
 
     def former_ids(self, run_id: str) -> list[str]:
         """The ids a run had before the store re-keyed runs by what determines their weights (migration 0003)."""

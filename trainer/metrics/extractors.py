@@ -25,15 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..inputs import INCEPTION, WeightsSpec, dinov2_weights, find_weights
 from . import digits as digits_cnn
 from ._files import sha256_file
 from .dinov2 import VITB14, VITL14, DinoVisionTransformer, ViTConfig
 from .inception import INPUT_SIZE, FIDInceptionV3
 
 ENV_CACHE_DIR = "ECT_CACHE_DIR"
-ENV_INCEPTION_WEIGHTS = "ECT_INCEPTION_WEIGHTS"
-ENV_DINOV2_WEIGHTS = "ECT_DINOV2_WEIGHTS"
-INCEPTION_FILES = ("pt_inception-2015-12-05-6726825d.pth", "inception-2015-12-05.pt")
 DINOV2_INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -101,30 +99,13 @@ def to_rgb(images: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- weights files
 
 
-def _candidates(root: Path, filenames: tuple[str, ...]) -> list[Path]:
-    """A file itself, or inside a directory: the file names directly, in `checkpoints/` or `hub/checkpoints/`."""
-    if not root.is_dir():
-        return [root]
-    subdirs = (root, root / "checkpoints", root / "hub" / "checkpoints")
-    return [d / f for d in subdirs for f in filenames]
-
-
-def resolve_weights(weights: Path | None, env_var: str, filenames: tuple[str, ...], what: str) -> Path:
-    """The weights file from `weights`, else `$env_var`, else the torch hub cache; or MissingWeightsError."""
-    if weights is not None:
-        root, source = Path(weights), "--weights"
-    elif os.environ.get(env_var):
-        root, source = Path(os.environ[env_var]), f"${env_var}"
-    else:
-        root, source = Path(torch.hub.get_dir()) / "checkpoints", "the torch hub cache"
-    for path in _candidates(root.expanduser(), filenames):
-        if path.is_file():
-            return path
-    expected = " or ".join(filenames)
-    raise MissingWeightsError(
-        f"{what} weights not found: expected {expected} at {root} (from {source}); "
-        f"pass --weights PATH or set {env_var}"
-    )
+def resolve_weights(weights: Path | None, spec: WeightsSpec) -> Path:
+    """The weights file from `weights`, else the spec's environment variable, else the torch hub cache
+    (`trainer.inputs.find_weights`, which a study's validation uses too); or MissingWeightsError."""
+    path, why = find_weights(weights, spec)
+    if path is None:
+        raise MissingWeightsError(why)
+    return path
 
 
 def _load_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -257,7 +238,7 @@ class InceptionExtractor(FeatureExtractor):
 
     def __init__(self, weights: Path | None = None, device: str | torch.device = "cpu") -> None:
         super().__init__(device)
-        self.weights = resolve_weights(weights, ENV_INCEPTION_WEIGHTS, INCEPTION_FILES, "Inception-v3 (FID)")
+        self.weights = resolve_weights(weights, INCEPTION)
         self.torchscript = is_torchscript(self.weights)
         if self.torchscript:
             with warnings.catch_warnings():  # torch >= 2.9 deprecates TorchScript; NVIDIA's file is one
@@ -325,8 +306,9 @@ class DINOv2Extractor(FeatureExtractor):
         self.name = f"dinov2_{arch}"
         cfg = config or DINOV2_CONFIGS[arch]
         self.dim = cfg.embed_dim
-        filename = f"dinov2_{arch}_pretrain.pth"
-        self.weights = resolve_weights(weights, ENV_DINOV2_WEIGHTS, (filename,), f"DINOv2 {arch.upper()}")
+        spec = dinov2_weights(arch)
+        filename = spec.filenames[0]
+        self.weights = resolve_weights(weights, spec)
         net = load_pretrained(lambda: DinoVisionTransformer(cfg), self.weights, f"DINOv2 {arch} ({filename})")
         self.net = net.to(self.device).eval().requires_grad_(False)
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
