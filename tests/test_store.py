@@ -5,7 +5,6 @@ import hashlib
 import json
 import sqlite3
 import threading
-from pathlib import Path
 
 import pytest
 from sqlalchemy import column, create_engine, inspect, select, table
