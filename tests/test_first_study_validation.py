@@ -191,9 +191,10 @@ def test_a_trial_that_cannot_set_up_reports_failed_with_its_traceback_file(tmp_p
 def results_db(tmp_path_factory) -> tuple[str, list[str]]:
     db = tmp_path_factory.mktemp("results") / "ect.db"
     store, spec = synthetic_store.build(db)
-    ids = list(store.runs_frame(spec.name)["run_id"])
+    runs = store.runs_frame(spec.name)
+    ids = list(runs["run_id"][runs["role"] != "pretrain"]) + list(runs["run_id"][runs["role"] == "pretrain"])
     store.engine.dispose()
-    return str(db), ids
+    return str(db), ids  # tuning runs first, the pretraining (which also has a Heun evaluation) last
 
 
 def test_runs_list_shows_varied_keys_and_latest_evaluation_per_nfe(results_db):
@@ -225,7 +226,7 @@ def test_runs_list_columns_picks_and_refuses_with_a_suggestion(results_db):
 
 def test_runs_show_prints_the_config_diff_and_every_evaluation(results_db):
     db, ids = results_db
-    res = invoke("runs", "show", ids[-1], "--db", db, "--json")
+    res = invoke("runs", "show", ids[0], "--db", db, "--json")  # a tuning run: 1- and 2-step evaluations
     assert res.exit_code == 0, res.output
     shown = json.loads(res.stdout)
     assert shown["study"] == "mini-compute-scaling"
@@ -233,7 +234,7 @@ def test_runs_show_prints_the_config_diff_and_every_evaluation(results_db):
     assert shown["config_diff"]["schedule.iterations"]["base"] == 400  # configs/mini/digits_base.yaml
     assert all(v["base"] != v["run"] for v in shown["config_diff"].values())
     assert {e["nfe"] for e in shown["evaluations"]} == {1, 2}
-    text = invoke("runs", "show", ids[-1], "--db", db).stdout
+    text = invoke("runs", "show", ids[0], "--db", db).stdout
     assert "differences from study mini-compute-scaling's base" in text and "schedule.iterations" in text
 
 

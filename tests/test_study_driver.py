@@ -2,6 +2,7 @@
 progress lines when stdout is not a terminal, and a cancel or a signal that stops the trials."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,8 +45,12 @@ def wait_for(condition, limit: float, what: str):
 
 
 @pytest.mark.slow
-def test_a_tuning_run_starts_before_the_last_pretraining_ends(tmp_path, ray_session):
+def test_a_tuning_run_starts_before_the_last_pretraining_ends(tmp_path, ray_session, request):
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
+    # passes validation (the folder exists), fails when the trial reads it; a short path: it is in the run's label
+    images = Path(tempfile.mkdtemp(prefix="ect-img-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(images, ignore_errors=True))
+    (images / "000.png").write_text("not a png")
     spec = write_study(
         tmp_path, name="deps", kind="custom", base=BASE, max_failures=0,
         pretrain={"overrides": {}, "inherit": ["schedule.iterations", "data.name", "data.path", "network.arch",
@@ -53,8 +58,8 @@ def test_a_tuning_run_starts_before_the_last_pretraining_ends(tmp_path, ray_sess
         variants=[{"label": "short", "overrides": {"schedule.iterations": 30}},
                   {"label": "long", "overrides": {"schedule.iterations": 800, "schedule.checkpoint_interval": 200,
                                                   "schedule.log_interval": 200}},
-                  {"label": "broken", "overrides": {"schedule.iterations": 20, "data.name": "cifar10",
-                                                    "data.path": "/nonexistent/cifar", "network.arch": "songunet",
+                  {"label": "broken", "overrides": {"schedule.iterations": 20, "data.name": "image_folder",
+                                                    "data.path": str(images), "network.arch": "songunet",
                                                     "eval.metric": None}}],
     )
     res = runner.invoke(app, ["study", "run", str(spec), "--db", db, "--storage", storage])
@@ -65,7 +70,7 @@ def test_a_tuning_run_starts_before_the_last_pretraining_ends(tmp_path, ray_sess
     # a failed run keeps its whole traceback in its run directory; the store keeps the last lines and the path
     assert broken["status"] == "failed" and broken["error_file"] == str(Path(storage).resolve() / "runs" / broken["run_id"] / "error.txt")
     trace = Path(broken["error_file"]).read_text()
-    assert 'trainer/data.py", line' in trace and "\x1b" not in trace and "/nonexistent/cifar" in broken["error"]
+    assert 'trainer/data.py", line' in trace and "\x1b" not in trace and "000.png" in broken["error"]
     assert runs.loc["broken", "status"] == "failed" and runs.loc["broken", "attempts"] == 0
     assert f"its pretraining run {broken['run_id']} is failed" in runs.loc["broken", "error"]
     status = runner.invoke(app, ["study", "status", "deps", "--db", db])
