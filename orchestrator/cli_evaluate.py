@@ -17,14 +17,16 @@ from rich.table import Table
 from sqlalchemy import select
 
 from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from trainer.config import ConfigError, EvalConfig, SamplingConfig, TrainConfig, format_validation_error
+from studies.spec import Evaluate, stored_spec
+from trainer.config import (ConfigError, EvalConfig, SamplingConfig, TrainConfig, check_mid_times,
+                            format_validation_error)
 from trainer.data import load_dataset
 from trainer.evaluation import Evaluator, extractor_name
 from trainer.loop import load_model
 from trainer.precond import Precond
 from trainer.reporter import NullReporter
-from trainer.sampling import ConsistencySampler, Sampler, check_mid_times, params_json, sampler_for
-from trainer.schedule_search import TunedSampler, search_mid_time
+from trainer.sampling import ConsistencySampler, Sampler, params_json, sampler_for
+from trainer.schedule_search import TunedSampler, default_start, search_mid_times
 
 from .common import DB_OPTION, STORAGE_OPTION, clean_errors, open_store, out
 from .store import Evaluation, Store
@@ -95,46 +97,71 @@ def _present(store: Store, run_id: str, step: int, ev: EvalConfig, sampler: Samp
 
 def evaluate_cmd(
     name: str = typer.Argument(..., help="Study name (as stored)."),
-    steps: str = typer.Option("1,2", "--steps", help="Comma-separated consistency sampling steps (NFE), e.g. 1,2,4."),
-    mid_times: Optional[str] = typer.Option(None, "--mid-times", help="Intermediate times of multistep sampling, decreasing, inside (sigma_min, sigma_max), e.g. 1.2,0.5,0.2 [default: each run's sampling.mid_times]."),
-    heun_steps: Optional[int] = typer.Option(None, "--heun-steps", min=2, help="Also evaluate EDM's Heun sampler with this many steps (2n - 1 NFE)."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="fd_digits, fd_inception, fd_dinov2, fd_dinov2_vitb14, swd or energy [default: each run's eval.metric]."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="Samples per evaluation [default: each run's eval.num_samples]."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sampling noise (and of the class labels)."),
+    steps: Optional[str] = typer.Option(None, "--steps", help="Comma-separated consistency sampling steps (NFE), e.g. 1,2,4 [default: the study's evaluate.steps, else 1,2]."),
+    mid_times: Optional[str] = typer.Option(None, "--mid-times", help="Intermediate times of multistep sampling, decreasing, inside (sigma_min, sigma_max), e.g. 1.2,0.5,0.2 [default: the study's evaluate.mid_times, else each run's sampling.mid_times]."),
+    heun_steps: Optional[int] = typer.Option(None, "--heun-steps", min=2, help="Also evaluate EDM's Heun sampler with this many steps (2n - 1 NFE) [default: the study's evaluate.heun_steps]."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="fd_digits, fd_inception, fd_dinov2, fd_dinov2_vitb14, swd or energy [default: the study's evaluate.metric, else each run's eval.metric]."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Samples per evaluation [default: the study's evaluate.num_samples, else each run's eval.num_samples]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampling noise (and of the class labels) [default: the study's evaluate.seed, else 0]."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Extractor weights file (fd_inception, fd_dinov2)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     db: Optional[str] = DB_OPTION,
     storage: Path = STORAGE_OPTION,
-    tune: bool = typer.Option(False, "--tune-mid-time", help="Also search the 2-step intermediate time per run (on the noise of seed + 1) and store the tuned 2-step evaluation."),
-    tune_range: str = typer.Option("0.05,20", "--tune-range", help="Bounds of the t_mid search, inside (sigma_min, sigma_max)."),
-    tune_iterations: int = typer.Option(8, "--tune-iterations", min=1, help="Golden-section steps of the search (one measurement each, plus three)."),
+    tune: Optional[str] = typer.Option(None, "--tune", help="Comma-separated step counts (2 to 4) whose intermediate times are searched per run on the noise of seed + 1 (2: golden section on t_mid; 3, 4: coordinate search); the tuned evaluations are stored beside the default ones [default: the study's evaluate.tune, else none]."),
+    tune_range: Optional[str] = typer.Option(None, "--tune-range", help="Bounds of the searched times, inside (sigma_min, sigma_max) [default: the study's evaluate.tune_range, else 0.05,20]."),
+    tune_iterations: Optional[int] = typer.Option(None, "--tune-iterations", min=1, help="Golden-section steps per searched time (one measurement each, plus two) [default: the study's evaluate.tune_iterations, else 8]."),
+    tune_rounds: Optional[int] = typer.Option(None, "--tune-rounds", min=1, help="Coordinate-search sweeps over the times of 3- and 4-step sampling [default: the study's evaluate.tune_rounds, else 2]."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Score the checkpoints of a study's runs with other samplers, metrics or sample counts (never trains)."""
+    """Score the checkpoints of a study's runs with other samplers, metrics or sample counts (never trains).
+    Options not given are taken from the study's `evaluate:` section."""
     from .cli import cli_device
 
     rows = []
     with clean_errors():
-        step_list = _numbers(steps, "--steps", int)
-        if min(step_list) < 1:
-            raise ConfigError(f"--steps {steps!r}: each must be >= 1")
-        times = _numbers(mid_times, "--mid-times", float) if mid_times is not None else None
-        dev = cli_device(device)
-        bounds = _numbers(tune_range, "--tune-range", float) if tune else None
-        if bounds is not None and (len(bounds) != 2 or not bounds[0] < bounds[1]):
-            raise ConfigError(f"--tune-range {tune_range!r}: expected LOW,HIGH with LOW < HIGH")
         store = open_store(db, create=False)
-        store.study(name)
+        declared = stored_spec(store.study(name).spec_yaml, f"study {name!r} (stored spec)").evaluate
+        plan = _settings(declared, steps, mid_times, heun_steps, metric, samples, seed, tune, tune_range,
+                         tune_iterations, tune_rounds)
+        dev = cli_device(device)
         checkpoints = _checkpoints(store, name, storage)
         evaluators: dict[str, Evaluator] = {}
-        options = _eval_updates(metric, samples, seed, weights)
-        plans = [_plan(store, run_id, label, path, step_list, times, heun_steps, bounds, options, evaluators, dev)
-                 for run_id, (label, path) in checkpoints.items()]
-        for plan in plans:  # every input was checked (and every extractor loaded) before this first write
-            rows += _evaluate_run(store, evaluators, dev, *plan)
-            if bounds is not None:
-                rows += _tune_run(store, evaluators, dev, bounds, tune_iterations, *plan)
+        options = _eval_updates(plan.metric, plan.num_samples, plan.seed, weights)
+        bounds = list(plan.tune_range) if plan.tune else None
+        plans = [_plan(store, run_id, label, path, plan.steps, plan.mid_times, plan.heun_steps, bounds, options,
+                       evaluators, dev) for run_id, (label, path) in checkpoints.items()]
+        for p in plans:  # every input was checked (and every extractor loaded) before this first write
+            rows += _evaluate_run(store, evaluators, dev, *p)
+            for n in plan.tune:
+                rows += _tune_run(store, evaluators, dev, plan, n, *p)
     _show(rows, name, json_out)
+
+
+def _settings(declared: Evaluate, steps: str | None, mid_times: str | None, heun_steps: int | None,
+              metric: str | None, samples: int | None, seed: int | None, tune: str | None, tune_range: str | None,
+              tune_iterations: int | None, tune_rounds: int | None) -> Evaluate:
+    """The study's `evaluate:` section with the options given on the command line in its place."""
+    given: dict = {"heun_steps": heun_steps, "metric": metric, "num_samples": samples, "seed": seed,
+                   "tune_iterations": tune_iterations, "tune_rounds": tune_rounds}
+    if steps is not None:
+        given["steps"] = _numbers(steps, "--steps", int)
+        if min(given["steps"]) < 1:
+            raise ConfigError(f"--steps {steps!r}: each must be >= 1")
+    if mid_times is not None:
+        given["mid_times"] = _numbers(mid_times, "--mid-times", float)
+    if tune is not None:
+        given["tune"] = _numbers(tune, "--tune", int) if tune.strip() else []
+        if any(not 2 <= n <= 4 for n in given["tune"]):
+            raise ConfigError(f"--tune {tune!r}: expected step counts from 2 to 4")
+    if tune_range is not None:
+        bounds = _numbers(tune_range, "--tune-range", float)
+        if len(bounds) != 2 or not bounds[0] < bounds[1]:
+            raise ConfigError(f"--tune-range {tune_range!r}: expected LOW,HIGH with LOW < HIGH")
+        given["tune_range"] = tuple(bounds)
+    try:
+        return Evaluate.model_validate({**declared.model_dump(), **{k: v for k, v in given.items() if v is not None}})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, "ect study evaluate")) from None
 
 
 def _eval_updates(metric: str | None, samples: int | None, seed: int, weights: Path | None) -> dict:
@@ -185,38 +212,41 @@ def _evaluate_run(store: Store, evaluators: dict[str, Evaluator], dev: torch.dev
     return rows
 
 
-def _tune_run(store: Store, evaluators: dict[str, Evaluator], dev: torch.device, bounds: list[float], iterations: int,
+def _tune_run(store: Store, evaluators: dict[str, Evaluator], dev: torch.device, plan: Evaluate, n: int,
               run_id: str, label: str, path: Path, step: int, key: str, samplers: list[Sampler], todo: list[Sampler],
               cfg: TrainConfig) -> list[dict]:
-    """Search t_mid of 2-step sampling on the noise of seed + 1, then measure the tuned sampler on the reported seed's
-    noise and store it (skipped where this very search is stored already)."""
+    """Search the n - 1 intermediate times of n-step sampling on the noise of seed + 1, then measure the tuned
+    sampler on the reported seed's noise and store it (skipped where this very search is stored already)."""
     ev = cfg.eval
-    search = {"method": "golden-section on log t", "range": bounds, "iterations": iterations, "seed": ev.seed + 1,
-              "num_samples": ev.num_samples}
-    if _tuned_present(store, run_id, step, ev, search):
-        return [{"label": label, "run_id": run_id, "step": step, "sampler": "consistency (tuned)",
-                 "sampler_params": json.dumps(search), "nfe": 2, "value": None, "new": False}]
+    lo, hi = plan.tune_range
+    search = {"method": "golden-section on log t", "range": [lo, hi], "iterations": plan.tune_iterations,
+              "seed": ev.seed + 1, "num_samples": ev.num_samples}
+    if n > 2:
+        search.update(method="coordinate search, golden-section on log t", rounds=plan.tune_rounds)
+    head = {"label": label, "run_id": run_id, "step": step, "sampler": "consistency (tuned)", "nfe": n}
+    if _tuned_present(store, run_id, step, ev, n, search):
+        return [{**head, "sampler_params": json.dumps(search), "value": None, "new": False}]
     net, _, _ = load_model(path, device=str(dev))
     evaluator = evaluators[key]
 
-    def two_step(t: float) -> ConsistencySampler:
-        return ConsistencySampler(2, cfg.sampling.model_copy(update={"mid_times": [t]}))
+    def n_step(times: list[float]) -> ConsistencySampler:
+        return ConsistencySampler(n, cfg.sampling.model_copy(update={"mid_times": times}))
 
-    t_mid, _ = search_mid_time(lambda t: evaluator.measure(net, two_step(t), seed=ev.seed + 1), bounds[0], bounds[1],
-                               iterations, start=cfg.sampling.mid_times[0] if cfg.sampling.mid_times else 0.821)
-    (res,) = evaluator.evaluate_samplers(net, step, NullReporter(), [TunedSampler(two_step(t_mid), search)])
+    start = default_start(plan.mid_times or cfg.sampling.mid_times, n - 1, lo, hi)
+    times, _ = search_mid_times(lambda t: evaluator.measure(net, n_step(t), seed=ev.seed + 1), lo, hi,
+                                plan.tune_iterations, start, plan.tune_rounds)
+    (res,) = evaluator.evaluate_samplers(net, step, NullReporter(), [TunedSampler(n_step(times), search)])
     store.add_evaluation(run_id, step=step, **res.__dict__)
-    return [{"label": label, "run_id": run_id, "step": step, "sampler": "consistency (tuned)",
-             "sampler_params": res.sampler_params, "nfe": 2, "value": res.value, "new": True}]
+    return [{**head, "sampler_params": res.sampler_params, "value": res.value, "new": True}]
 
 
-def _tuned_present(store: Store, run_id: str, step: int, ev: EvalConfig, search: dict) -> bool:
-    """Whether a tuned 2-step evaluation from this very search is stored already."""
+def _tuned_present(store: Store, run_id: str, step: int, ev: EvalConfig, n: int, search: dict) -> bool:
+    """Whether a tuned n-step evaluation from this very search is stored already."""
     with store.session() as s:
         params = s.scalars(select(Evaluation.sampler_params).filter_by(
             run_id=run_id, step=step, metric=ev.metric, extractor=extractor_name(ev.metric), sampler="consistency",
             num_samples=ev.num_samples, seed=ev.seed)).all()
-    return any(json.loads(p).get("tuned_on") == search for p in params)
+    return any(p.get("tuned_on") == search and p.get("steps") == n for p in map(json.loads, params))
 
 
 def _show(rows: list[dict], name: str, json_out: bool) -> None:
