@@ -283,7 +283,7 @@ def _report(store: Store, name: str, out_dir: Optional[Path], points: str = FitP
     references = {"pretrained, Heun": report.baselines.get(f"{report.metric}@heun"), "real-data floor": report.floor}
     payload = {"study": name, "metric": report.metric, "floor": report.floor, "baselines": report.baselines,
                "fit_points": report.points, "fits": report.fits, "seed_spread": report.spread,
-               "headline": report.headline, "runs": json.loads(report.runs.to_json(orient="records")),
+               "headline": report.headline, "compute": report.compute, "runs": json.loads(report.runs.to_json(orient="records")),
                "damaged": [{"run_id": c.run_id, "label": c.label, "path": c.path, "problem": c.problem} for c in bad]}
     written: list[Path] = []
     if out_dir is not None:
@@ -303,13 +303,17 @@ def write_report(store: Store, name: str, out_dir: Path) -> list[Path]:
 
 def _print_report(name: str, report) -> None:
     table = Table(title=f"study {name}: runs ({report.metric}; lower is better)")
-    cols = [c for c in report.runs.columns if c not in ("run_id", "train_flops")]
+    cols = [c for c in report.runs.columns if c not in ("run_id", "train_flops", "total_flops")]
     for c in cols:
         table.add_column(str(c))
     for _, r in report.runs[cols].iterrows():
         table.add_row(*("" if v is None or (isinstance(v, float) and v != v)
                         else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r))
     out.print(table)
+    if report.compute:
+        c = report.compute
+        out.print(f"training compute: tuning only {c['tuning_flops']:.4g} FLOPs, pretraining "
+                  f"{c['pretraining_flops']:.4g} FLOPs, total {c['total_flops']:.4g} FLOPs", highlight=False)
     if report.floor is not None:
         out.print(f"metric floor (real data vs reference, same sample count): {report.floor:.4g}")
     if report.baselines:
@@ -340,6 +344,10 @@ def _print_report(name: str, report) -> None:
     if steps.get("holds") is not None:
         out.print(f"2-step better than 1-step in {'every' if steps['holds'] else 'NOT every'} run "
                   f"({steps['runs']} runs; worst 2-step/1-step ratio {steps['worst_ratio']:.3g})", highlight=False)
+    tuned = report.headline.get("tuned_two_step_beats_one_step", {})
+    if tuned.get("holds") is not None:
+        out.print(f"2-step at the tuned t_mid better than 1-step in {'every' if tuned['holds'] else 'NOT every'} run "
+                  f"({tuned['runs']} runs; worst ratio {tuned['worst_ratio']:.3g})", highlight=False)
     for row in report.spread:
         if max(row["seeds_smallest"], row["seeds_largest"]) > 1:
             verdict = "exceeds" if row["exceeds"] else "does NOT exceed"

@@ -27,6 +27,7 @@ class StudyReport:
     spread: list[dict[str, Any]] = field(default_factory=list)  # compute trend vs training-seed spread per NFE
     headline: dict[str, Any] = field(default_factory=dict)  # ECT vs its pretraining (the paper's claim)
     points: str = "means"  # what the fits' points are: per-budget means or every seed's run
+    compute: dict[str, float] = field(default_factory=dict)  # training FLOPs: tuning only, pretraining, total
 
 
 def _metric(df: pd.DataFrame) -> str:
@@ -37,13 +38,23 @@ def _metric(df: pd.DataFrame) -> str:
 
 
 def runs_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Wide table: one row per run with the metric at each (sampler, NFE)."""
-    df = df.assign(col=[f"{metric}@{'heun' if s == 'heun' else int(n)}" if n == n else None
-                        for s, n in zip(df["sampler"], df["nfe"])])
+    """Wide table: one row per run with the metric at each (sampler, NFE), tuned intermediate times beside the
+    default ones (`fd@2-tuned` next to `fd@2`), and its training compute: own, and with its init chain."""
+    df = df.assign(col=[f"{metric}@{'heun' if s == 'heun' else int(n)}{'-tuned' if t == 'tuned' else ''}"
+                        if n == n else None for s, n, t in zip(df["sampler"], df["nfe"], df["schedule"])])
     facts = df.drop_duplicates("run_id")[["run_id", "label", "role", "status", "images_seen", "normalized_compute",
-                                         "train_flops"]]
+                                         "train_flops", "total_flops"]]
     values = df.dropna(subset=["col"]).pivot_table(index="run_id", columns="col", values=metric, aggfunc="last")
+    values = values[sorted(values.columns, key=lambda c: (c.split("@")[1].removesuffix("-tuned"), c))]
     return facts.join(values, on="run_id").reset_index(drop=True)
+
+
+def compute_totals(runs: pd.DataFrame) -> dict[str, float]:
+    """The study's training FLOPs: its tuning (or plain) runs only, its pretraining, and the two together."""
+    runs = runs.drop_duplicates("run_id")
+    pre = runs["role"] == "pretrain"
+    tuning, pretraining = float(runs.loc[~pre, "train_flops"].sum()), float(runs.loc[pre, "train_flops"].sum())
+    return {"tuning_flops": tuning, "pretraining_flops": pretraining, "total_flops": tuning + pretraining}
 
 
 def metric_floor(spec: StudySpec) -> float | None:
@@ -104,5 +115,9 @@ def build_report(store: Store, spec: StudySpec, points: str = "means") -> StudyR
                         rows, float(pre.iloc[0]["train_flops"]), baselines[f"{metric}@heun"],
                         baselines[f"{metric}@2"], metric=metric),
                     "two_step_beats_one_step": analysis.fewer_steps_worse(rows, metric)}
+        tuned, _ = fit_rows(df, 2, schedule="tuned")
+        if len(tuned):
+            pair = pd.concat([rows[rows["nfe"] == 1], tuned])
+            headline["tuned_two_step_beats_one_step"] = analysis.fewer_steps_worse(pair, metric)
     return StudyReport(table, baselines, metric_floor(spec), fits(rows, metric, points=points), metric, spread,
-                       headline, points)
+                       headline, points, compute_totals(df))

@@ -364,6 +364,28 @@ class Store:
                 raise StoreError(f"no run with id {run_id!r} in {redact(self.url)}")
             for k, v in fields.items():
                 setattr(run, k, v)
+            if "train_flops" in fields:
+                self._account(s, run)
+            if fields.get("flops_per_sample") is not None:  # evaluations written before the count was known
+                s.execute(update(Evaluation).where(Evaluation.run_id == run_id, Evaluation.sampling_flops.is_(None))
+                          .values(sampling_flops=Evaluation.nfe * fields["flops_per_sample"]))
+
+    @classmethod
+    def _account(cls, s: Session, run: Run, done: frozenset[str] = frozenset()) -> None:
+        """A run's init-chain and total training FLOPs from its own and its ancestors' (None where one lacks them),
+        and again for the runs that start from it."""
+        chain, parent, seen = 0.0, run.depends_on, {run.run_id}
+        while parent is not None and chain is not None and parent not in seen:
+            seen.add(parent)
+            up = s.get(Run, parent)
+            chain = None if up is None or up.train_flops is None else chain + up.train_flops
+            parent = up.depends_on if up is not None else None
+        run.init_chain_flops = chain
+        run.total_flops = None if chain is None or run.train_flops is None else chain + run.train_flops
+        s.flush()
+        for child in s.scalars(select(Run).where(Run.depends_on == run.run_id)).all():
+            if child.run_id not in done:
+                cls._account(s, child, done | {run.run_id})
 
     def add_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
         """Upsert one step's training metrics (a repeated write of the same step replaces the values)."""
@@ -385,6 +407,9 @@ class Store:
         values = {"sampler": "consistency", "sampler_params": json.dumps({"nfe": row.get("nfe")}), "seed": 0, **row,
                   "run_id": run_id}
         with self.session(write=True) as s:
+            per_sample = s.scalar(select(Run.flops_per_sample).where(Run.run_id == run_id))
+            if "sampling_flops" not in row and per_sample is not None and row.get("nfe") is not None:
+                values["sampling_flops"] = float(row["nfe"]) * per_sample
             stmt = self._insert()(Evaluation).values(values)
             s.execute(stmt.on_conflict_do_update(
                 index_elements=list(EVALUATION_KEY),
