@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import pandas as pd
 import typer
 from rich.table import Table
 
@@ -25,6 +24,9 @@ from .outputs import atomic_dir, check_dir_target, moved
 from .store import FINISHED, Store, StoreError, redact
 from .study_runner import StopRequest, execute, plan, register
 from .tracking import fan_out, live_tracking, tracker_for
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(help="Declare, submit and follow studies.", no_args_is_help=True)
 app.command("evaluate")(evaluate_cmd)
@@ -206,6 +208,8 @@ STALE_SECONDS = 60.0  # a `running` run whose driver's last heartbeat is older t
 
 def _mark_stale(df: pd.DataFrame) -> None:
     """Show a `running` run whose driver stopped beating (e.g. it was SIGKILLed) as `stale (heartbeat ...)`."""
+    import pandas as pd
+
     beats = pd.to_datetime(df["heartbeat_at"], utc=True)  # SQLite returns naive UTC times
     stale = (df["status"] == "running") & ((pd.Timestamp.now(tz="UTC") - beats).dt.total_seconds() > STALE_SECONDS)
     df.loc[stale, "status"] = [f"stale (heartbeat {b.isoformat(timespec='seconds')})" for b in beats[stale]]

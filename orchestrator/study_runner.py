@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from studies.spec import RunSpec, StudySpec, dump_spec, expand
-from trainer.checkpoint import CHECKPOINT_NAME
 
 from .backend import Backend, Fits
 from .ray_backend import Job
@@ -46,6 +45,8 @@ def adopt_run_dir(store: Store, storage: Path, run_id: str) -> Path:
         source = next((p for p in former if p.parent == target.parent and p.is_dir()), None)
         if source is not None:
             source.rename(target)
+    from trainer.checkpoint import CHECKPOINT_NAME  # torch, imported where a run is adopted, not by `ect --help`
+
     checkpoint = target / CHECKPOINT_NAME
     if run.checkpoint and run.checkpoint != str(checkpoint) and not Path(run.checkpoint).exists() \
             and checkpoint.is_file():

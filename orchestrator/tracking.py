@@ -18,15 +18,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
-import pandas as pd
 from rich.console import Console
 
 from studies.spec import parse_tracking
 from trainer.config import ConfigError
 
 from .store import FINISHED, Store, flatten, redact
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Hook = Callable[[str, dict[str, Any]], None]
 # MLflow status of a run per store status; the store's own status is also a tag (diverged is FAILED here)

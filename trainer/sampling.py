@@ -11,7 +11,7 @@ from typing import Protocol
 
 import torch
 
-from .config import SamplingConfig, check_mid_times
+from .config import SamplingConfig
 from .precond import Precond
 
 

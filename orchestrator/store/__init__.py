@@ -17,9 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
 from sqlalchemy import case, create_engine, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -44,6 +43,9 @@ from .schema import (
     StudyRun,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_DB = "sqlite:///ect.db"
 MIGRATE_LOCK, REGISTER_LOCK = 0xEC7_0001, 0xEC7_0002  # PostgreSQL advisory lock keys
@@ -457,6 +459,8 @@ class Store:
     # ------------------------------------------------------------------ queries as DataFrames
 
     def runs_frame(self, study: str | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         with self.session() as s:
             q = select(Run, StudyRun.study, StudyRun.label).join(StudyRun, StudyRun.run_id == Run.run_id)
             if study is not None:
@@ -468,6 +472,8 @@ class Store:
 
     def params_frame(self, run_ids: list[str]) -> pd.DataFrame:
         """Wide table: one row per run, one column per flattened config key."""
+        import pandas as pd
+
         with self.session() as s:
             rows = s.execute(select(RunParam).where(RunParam.run_id.in_(run_ids))).scalars().all()
         wide: dict[str, dict[str, Any]] = {}
@@ -476,6 +482,8 @@ class Store:
         return pd.DataFrame.from_dict(wide, orient="index")
 
     def evaluations_frame(self, study: str | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         with self.session() as s:
             q = select(Evaluation, StudyRun.study, StudyRun.label).join(StudyRun, StudyRun.run_id == Evaluation.run_id)
             if study is not None:
@@ -486,6 +494,8 @@ class Store:
                             columns=cols + ["study", "label"])
 
     def metrics_frame(self, run_id: str) -> pd.DataFrame:
+        import pandas as pd
+
         with self.session() as s:
             rows = s.scalars(select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.step)).all()
         long = pd.DataFrame([{"step": m.step, "name": m.name, "value": m.value} for m in rows],
