@@ -20,6 +20,11 @@ from trainer.config import ConfigError, format_validation_error
 from .common import DB_OPTION, STORAGE_OPTION, clean_errors, open_store, out
 
 # torch and the trainer are imported by the command (orchestrator.evaluate_runs), not by `ect --help`.
+DEFAULTS = Evaluate()  # what a study without an `evaluate:` section declares
+
+
+def _listed(values: object) -> str:
+    return ",".join(map(str, values)) if isinstance(values, (list, tuple)) else str(values)
 
 
 def _numbers(text: str, option: str, kind: type) -> list:
@@ -35,20 +40,20 @@ def _numbers(text: str, option: str, kind: type) -> list:
 
 def evaluate_cmd(
     name: str = typer.Argument(..., help="Study name (as stored)."),
-    steps: Optional[str] = typer.Option(None, "--steps", help="Comma-separated consistency sampling steps (NFE), e.g. 1,2,4 [default: the study's evaluate.steps, else 1,2]."),
-    mid_times: Optional[str] = typer.Option(None, "--mid-times", help="Intermediate times of multistep sampling, decreasing, inside (sigma_min, sigma_max), e.g. 1.2,0.5,0.2 [default: the study's evaluate.mid_times, else each run's sampling.mid_times]."),
-    heun_steps: Optional[int] = typer.Option(None, "--heun-steps", min=2, help="Also evaluate EDM's Heun sampler with this many steps (2n - 1 NFE) [default: the study's evaluate.heun_steps]."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="fd_digits, fd_inception, fd_dinov2, fd_dinov2_vitb14, swd or energy [default: the study's evaluate.metric, else each run's eval.metric]."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="Samples per evaluation [default: the study's evaluate.num_samples, else each run's eval.num_samples]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampling noise (and of the class labels) [default: the study's evaluate.seed, else 0]."),
+    steps: Optional[str] = typer.Option(None, "--steps", show_default=f"the study's evaluate.steps, else {_listed(DEFAULTS.steps)}", help="Comma-separated consistency sampling steps (NFE), e.g. 1,2,4."),
+    mid_times: Optional[str] = typer.Option(None, "--mid-times", show_default="the study's evaluate.mid_times, else each run's sampling.mid_times", help="Intermediate times of multistep sampling, decreasing, inside (sigma_min, sigma_max), e.g. 1.2,0.5,0.2."),
+    heun_steps: Optional[int] = typer.Option(None, "--heun-steps", min=2, show_default="the study's evaluate.heun_steps", help="Also evaluate EDM's Heun sampler with this many steps (2n - 1 NFE)."),
+    metric: Optional[str] = typer.Option(None, "--metric", show_default="the study's evaluate.metric, else each run's eval.metric", help="fd_digits, fd_inception, fd_dinov2, fd_dinov2_vitb14, swd or energy."),
+    samples: Optional[int] = typer.Option(None, "--samples", show_default="the study's evaluate.num_samples, else each run's eval.num_samples", help="Samples per evaluation."),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default=f"the study's evaluate.seed, else {_listed(DEFAULTS.seed)}", help="Seed of the sampling noise (and of the class labels)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Extractor weights file (fd_inception, fd_dinov2)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     db: Optional[str] = DB_OPTION,
     storage: Path = STORAGE_OPTION,
-    tune: Optional[str] = typer.Option(None, "--tune", help="Comma-separated step counts (2 to 4) whose intermediate times are searched per run on the noise of seed + 1 (2: golden section on t_mid; 3, 4: coordinate search); the tuned evaluations are stored beside the default ones [default: the study's evaluate.tune, else none]."),
-    tune_range: Optional[str] = typer.Option(None, "--tune-range", help="Bounds of the searched times, inside (sigma_min, sigma_max) [default: the study's evaluate.tune_range, else 0.05,20]."),
-    tune_iterations: Optional[int] = typer.Option(None, "--tune-iterations", min=1, help="Golden-section steps per searched time (one measurement each, plus two) [default: the study's evaluate.tune_iterations, else 8]."),
-    tune_rounds: Optional[int] = typer.Option(None, "--tune-rounds", min=1, help="Coordinate-search sweeps over the times of 3- and 4-step sampling [default: the study's evaluate.tune_rounds, else 2]."),
+    tune: Optional[str] = typer.Option(None, "--tune", show_default="the study's evaluate.tune, else none", help="Comma-separated step counts (2 to 4) whose intermediate times are searched per run on the noise of seed + 1 (2: golden section on t_mid; 3, 4: coordinate search); the tuned evaluations are stored beside the default ones."),
+    tune_range: Optional[str] = typer.Option(None, "--tune-range", show_default=f"the study's evaluate.tune_range, else {_listed(DEFAULTS.tune_range)}", help="Bounds of the searched times, inside (sigma_min, sigma_max)."),
+    tune_iterations: Optional[int] = typer.Option(None, "--tune-iterations", min=1, show_default=f"the study's evaluate.tune_iterations, else {_listed(DEFAULTS.tune_iterations)}", help="Golden-section steps per searched time (one measurement each, plus two)."),
+    tune_rounds: Optional[int] = typer.Option(None, "--tune-rounds", min=1, show_default=f"the study's evaluate.tune_rounds, else {_listed(DEFAULTS.tune_rounds)}", help="Coordinate-search sweeps over the times of 3- and 4-step sampling."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score the checkpoints of a study's runs with other samplers, metrics or sample counts (never trains).
