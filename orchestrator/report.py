@@ -46,6 +46,10 @@ def runs_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
                                          "train_flops", "total_flops"]]
     values = df.dropna(subset=["col"]).pivot_table(index="run_id", columns="col", values=metric, aggfunc="last")
     values = values[sorted(values.columns, key=lambda c: (c.split("@")[1].removesuffix("-tuned"), c))]
+    tuned = df[(df["schedule"] == "tuned") & (df["nfe"] == 2)].drop_duplicates("run_id").set_index("run_id")
+    if len(tuned):  # the searched t_mid beside its FD (the default is each run's sampling.mid_times[0])
+        values.insert(values.columns.get_loc(f"{metric}@2-tuned") + 1, "t_mid@2-tuned",
+                      tuned["mid_times"].map(lambda t: t[0] if t else None).reindex(values.index))
     return facts.join(values, on="run_id").reset_index(drop=True)
 
 

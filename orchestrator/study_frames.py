@@ -2,7 +2,7 @@
 
 Columns: run facts (run_id, label, role, status, train_flops, init_chain_flops, total_flops,
 normalized_compute, images_seen, num_params, flops_per_sample, model_gflops, wall_seconds), evaluation
-facts (nfe, sampler, schedule = default or tuned intermediate times, sampling_flops per image, step, one
+facts (nfe, sampler, schedule = default or tuned intermediate times, mid_times, sampling_flops per image, step, one
 column per metric, and `fd` when the study measured exactly one Fréchet distance), and every flattened
 config key (e.g. network.dropout, ect.q).
 """
@@ -32,8 +32,9 @@ def study_frame(store: Store, study: str) -> pd.DataFrame:
     keys = ["run_id", "nfe", "sampler", "schedule"]
     first = evals.drop_duplicates(["step", "metric", *keys])  # the first measured of equal ones (training's own)
     wide = latest_evaluations(first, keys=keys)
-    cost = first.dropna(subset=["sampling_flops"]).drop_duplicates(keys)[[*keys, "sampling_flops"]]
-    wide = wide.merge(cost, on=keys, how="left") if len(wide) else wide.assign(sampling_flops=[])
+    first = first.assign(mid_times=[json.loads(p or "{}").get("mid_times") for p in first["sampler_params"]])
+    facts = first.drop_duplicates(keys)[[*keys, "sampling_flops", "mid_times"]]
+    wide = wide.merge(facts, on=keys, how="left") if len(wide) else wide.assign(sampling_flops=[], mid_times=[])
     fd_cols = [c for c in wide.columns if str(c).startswith("fd_")]
     if len(fd_cols) == 1:
         wide["fd"] = wide[fd_cols[0]]

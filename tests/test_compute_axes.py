@@ -98,8 +98,9 @@ def test_figures_label_their_cost_axis_and_tables_put_tuned_beside_default(store
         for name in ("compute_scaling", "pareto_train_compute"):
             assert makers[name]().axes[0].get_xlabel() == label
     table = runs_table(df, "fd")
-    cols = [c for c in table.columns if str(c).startswith("fd@")]
-    assert cols == ["fd@1", "fd@2", "fd@2-tuned", "fd@heun"]
+    cols = [c for c in table.columns if "@" in str(c)]
+    assert cols == ["fd@1", "fd@2", "fd@2-tuned", "t_mid@2-tuned", "fd@heun"]
+    assert set(table.loc[table["role"] != "pretrain", "t_mid@2-tuned"]) == {1.3}
     tune = table[table["role"] != "pretrain"]
     assert (tune["fd@2-tuned"] / tune["fd@2"]).round(9).eq(GAIN).all()
     totals = compute_totals(df)
