@@ -16,6 +16,7 @@ from .figures import (
     fig_sweep_heatmap,
     fig_training_curve,
     save_figure,
+    FLOP_COLUMNS,
     scaled_axis,
 )
 from .comparison import fewer_steps_worse, paper_claims, tuning_vs_pretraining
@@ -35,7 +36,7 @@ __all__ = [
     "fig_mapping_schedule", "fig_model_size", "fig_pareto", "fig_sweep", "fig_sweep_heatmap", "fig_training_curve", "fit_points",
     "fit_power_law", "fit_saturating", "latest_evaluations", "list_references", "load_reference",
     "mapping_ratio", "mapping_schedule", "nfe_long", "paper_claims", "pareto_frontier", "pearson_loglog", "predict",
-    "SweepAxes", "config_groups", "save_figure", "scaled_axis", "seed_summary", "spans_decades", "sweep_axes",
+    "FLOP_COLUMNS", "SweepAxes", "config_groups", "save_figure", "scaled_axis", "seed_summary", "spans_decades", "sweep_axes",
     "sweep_summary", "to_csv", "to_latex", "to_markdown", "trend_vs_spread",
     "tuning_vs_pretraining",
 ]

@@ -69,8 +69,8 @@ AXIS_LABELS = {
 }
 
 
-FLOP_COLUMNS = {"train_flops": "training compute", "total_flops": "total compute (pretraining + tuning)",
-                "init_chain_flops": "pretraining compute"}
+FLOP_COLUMNS = {"train_flops": "training compute, own run only", "total_flops": "total training compute incl. pretraining",
+                "init_chain_flops": "pretraining compute", "sampling_flops": "sampling cost per image (NFE × forward)"}
 SI_PREFIXES = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
 

@@ -1,5 +1,7 @@
 """The main job, measured: run the mini compute-scaling study from scratch (a fresh store, so nothing is
-reused) through the real CLI, then print its wall time and the figures the README quotes.
+reused) through the real CLI, score its checkpoints with the samplers of its `evaluate:` section (4 steps,
+2 steps at a searched t_mid) with `ect study evaluate`, then print its wall time and the figures the README
+quotes, the tuned t_mid beside the default, and the training compute tuning-only and total.
 
 Prints the machine (CPU model, whether it has AVX-512 and which kernels torch uses: set
 `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2` to time a CPU without AVX-512), the wall time of
@@ -73,7 +75,7 @@ def budgets(runs: pd.DataFrame) -> pd.DataFrame:
     """FD per budget and NFE over the tuning runs: mean, min, max, seeds."""
     tune = runs[runs["role"] != "pretrain"]
     rows = []
-    for col in ("fd@1", "fd@2"):
+    for col in [c for c in ("fd@1", "fd@2", "fd@2-tuned", "fd@4") if c in tune.columns]:
         g = tune.groupby("images_seen")[col].agg(["mean", "min", "max", "count"])
         rows.append(g.rename(columns=lambda c: f"{col} {c}"))
     return pd.concat(rows, axis=1).reset_index()
@@ -121,12 +123,13 @@ def main() -> None:
     name = load_study(args.preset).name
 
     run_s = timed(["study", "run", str(args.preset), "--db", str(db), "--storage", str(storage)])
+    evaluate_s = timed(["study", "evaluate", name, "--db", str(db), "--storage", str(storage)])
     report_s = timed(["study", "report", name, "--db", str(db), "--out", str(report_dir)])
     rep = json.loads((report_dir / "report.json").read_text())
     runs = pd.DataFrame(rep["runs"])
     wall = phases(db, name)
     wall["other"] = run_s - wall["pretrain"] - wall["tune"]
-    total_s = run_s + report_s
+    total_s = run_s + evaluate_s + report_s
     pretrain = load_study(args.preset).pretrain
     torch.set_num_threads(max(1, int(pretrain.resources.cpus)) if pretrain is not None else 1)
     evals = evaluation_cost(db, name)
@@ -134,9 +137,12 @@ def main() -> None:
     print(f"\n=== mini reproduction: {name} on {machine()}")
     print(f"wall: study run {run_s:.0f} s = pretraining {wall['pretrain']:.0f} s (with its evaluations and the Heun "
           f"baseline) + tuning {wall['tune']:.0f} s (with their evaluations) + Ray start-up and bookkeeping "
-          f"{wall['other']:.0f} s; report {report_s:.0f} s; total {total_s:.0f} s = {total_s / 60:.2f} min")
+          f"{wall['other']:.0f} s; study evaluate {evaluate_s:.0f} s; report {report_s:.0f} s; total {total_s:.0f} s = {total_s / 60:.2f} min")
     print("evaluation alone (2000 samples, timed afterwards, not in the total): "
           + ", ".join(f"{k} {v:.1f} s" for k, v in evals.items()))
+    c = rep["compute"]
+    print(f"training compute: tuning only {c['tuning_flops']:.3g} FLOPs, pretraining {c['pretraining_flops']:.3g} "
+          f"FLOPs, total {c['total_flops']:.3g} FLOPs")
     print(f"FD floor (real vs reference, same sample count): {rep['floor']:.3f}")
     print("pretrained baselines: " + ", ".join(f"{k} {v:.2f}" for k, v in rep["baselines"].items()))
     with pd.option_context("display.width", 200, "display.precision", 3):
@@ -160,6 +166,10 @@ def main() -> None:
               f"{a['gain_vs_untuned']:.1f}x better than untuned 2-step ({a['untuned']:.1f}; claim >= 20x)")
     print(f"(b) {'MET' if b['holds'] else 'NOT met'}: 2-step < 1-step in {b['runs']} runs "
           f"(worst 2-step/1-step {b['worst_ratio']:.3f})")
+    tuned = rep["headline"].get("tuned_two_step_beats_one_step", {"holds": None})
+    if tuned["holds"] is not None:
+        print(f"(b, tuned t_mid) {'MET' if tuned['holds'] else 'NOT met'}: 2-step < 1-step in {tuned['runs']} runs "
+              f"(worst 2-step/1-step {tuned['worst_ratio']:.3f})")
     cis = {(f["nfe"], f["form"]): f.get("alpha_ci") for f in rep["fits"] if "error" not in f}
     excl = all(ci is not None and ci[1] < 0 for ci in cis.values()) and len(cis) == 4
     for row in rep["seed_spread"]:
@@ -173,7 +183,9 @@ def main() -> None:
     print(f"summary: cpu={model.replace(' ', '_')} avx512={'yes' if avx512 else 'no'} "
           f"kernels={torch.backends.cpu.get_cpu_capability()} pretrain_s={wall['pretrain']:.0f} "
           f"tune_s={wall['tune']:.0f} other_s={wall['other']:.0f} report_s={report_s:.0f} total_s={total_s:.0f} "
-          f"total_min={total_s / 60:.2f} heun_eval_s={evals['heun']:.1f} b={'met' if b['holds'] else 'not_met'} "
+          f"total_min={total_s / 60:.2f} evaluate_s={evaluate_s:.0f} heun_eval_s={evals['heun']:.1f} "
+          f"b={'met' if b['holds'] else 'not_met'} "
+          f"b_tuned={'na' if tuned['holds'] is None else 'met' if tuned['holds'] else 'not_met'} "
           f"c={'met' if c_met else 'not_met'}")
 
 

@@ -95,18 +95,20 @@ def metrics(db: Db, run_id: str) -> pd.DataFrame:
         return store.metrics_frame(store.run(run_id).run_id)
 
 
-def fit(db: Db, study: str, x: str = "train_compute", y: str = "fd", nfe: int = 2, sampler: str = "consistency",
+def fit(db: Db, study: str, x: str = "tuning", y: str = "fd", nfe: int | None = None, sampler: str = "consistency",
         form: str = "loglinear", points: str = "means") -> dict:
-    """`ect analyze fit --json` as a dict: study, x, y, nfe, sampler, form, points (per-budget "means" or per-seed
-    "seeds"), data, fit (K, alpha, intervals, r, p_value, ...) and notes on the runs left out."""
+    """`ect analyze fit --json` as a dict: study, x (column) and x_label, y, nfe, sampler (e.g. consistency-2-tuned),
+    form, points (per-budget "means" or per-seed "seeds"), data, fit (K, alpha, intervals, r, p_value, ...) and
+    notes on the runs left out."""
     with _errors():
         return fit_study(_store(db), study, x, y, nfe, sampler, form, points)
 
 
-def pareto(db: Db, study: str, cost: str = "train_compute", y: str = "fd", nfe: int | None = None) -> pd.DataFrame:
+def pareto(db: Db, study: str, cost: str = "tuning", y: str = "fd", nfe: int | None = None,
+           sampler: str = "consistency") -> pd.DataFrame:
     """The non-dominated runs (`ect analyze pareto`): label, nfe, cost, metric."""
     with _errors():
-        return pareto_study(_store(db), study, cost, y, nfe)[0]
+        return pareto_study(_store(db), study, cost, y, nfe, sampler=sampler)[0]
 
 
 def figure_kinds(db: Db, study: str) -> list[str]:

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from studies.spec import StudySpec, stored_spec
 
-from .cli_options import POINTS_OPTION, FitForm, FitPoints, Sampler, points_note, print_csv, print_json
+from .cli_options import (POINTS_OPTION, SAMPLER_FORMS, FitForm, FitPoints, SamplerChoice, parse_sampler, points_note,
+                          print_csv, print_json)
 from trainer.config import ConfigError
 
 from .common import DB_OPTION, clean_errors, err, open_store, out
@@ -27,8 +28,20 @@ analyze_app = typer.Typer(help="Fit power laws and find Pareto frontiers in a st
 figures_app = typer.Typer(help="Regenerate the paper's figures and tables.", no_args_is_help=True)
 
 STUDY = typer.Option(..., "--study", help="Study name (as stored).")
-NFE = typer.Option(2, "--nfe", help="Network evaluations per sample (1, 2, ...; 35 with --sampler heun).")
-SAMPLER = typer.Option(Sampler.consistency, "--sampler", help="Consistency sampling or EDM's Heun sampler.")
+NFE = typer.Option(None, "--nfe", show_default="2, or the NFE in --sampler", help="Network evaluations per sample (1, 2, ...; 35 with --sampler heun).")
+SAMPLER = typer.Option("consistency", "--sampler", help=f"Which evaluations: {SAMPLER_FORMS}, e.g. consistency-2-tuned for 2-step sampling at the searched t_mid.")
+X_HELP = ("Cost: tuning (own training FLOPs), total (incl. the pretraining it starts from), sampling (FLOPs per image), "
+          "images, compute (x 12.8 M images), or a column (params, gflops, a config key).")
+
+
+def sampler_choice(sampler: str, nfe: int | None, default_nfe: int | None) -> SamplerChoice:
+    """--sampler and --nfe together: the NFE named in either (they must agree), else `default_nfe` for consistency
+    sampling and every NFE for Heun."""
+    choice = parse_sampler(sampler)
+    if nfe is not None and choice.nfe is not None and nfe != choice.nfe:
+        raise ConfigError(f"--nfe {nfe} and --sampler {sampler!r} name different NFEs")
+    fallback = default_nfe if choice.name == "consistency" else None
+    return SamplerChoice(choice.name, next((n for n in (choice.nfe, nfe, fallback) if n is not None), None), choice.tuned)
 
 
 def fit_one(rows: "pd.DataFrame", x: str, y: str, form: str, points: str) -> dict[str, Any]:
@@ -43,24 +56,25 @@ def fit_one(rows: "pd.DataFrame", x: str, y: str, form: str, points: str) -> dic
     return {"points": points, "runs": n_runs, "note": points_note(points, fit.n, n_runs), **fit.to_dict()}
 
 
-def fit_study(store: "Store", study: str, x: str = "train_compute", y: str = "fd", nfe: int = 2,
-              sampler: str = Sampler.consistency.value, form: str = FitForm.loglinear.value,
+def fit_study(store: "Store", study: str, x: str = "tuning", y: str = "fd", nfe: int | None = None,
+              sampler: str = "consistency", form: str = FitForm.loglinear.value,
               points: str = FitPoints.means.value, note: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """`ect analyze fit` as data: the fit, the points it used, and notes on the runs left out (each also
-    passed to `note` as soon as it is known, so a fit that then fails still says what it left out)."""
-    from .study_frames import fit_rows, resolve_column, study_frame
+    """`ect analyze fit` as data: the fit, the points it used (x column and its label, sampler), and notes on
+    the runs left out (each also passed to `note` as soon as it is known, so a fit that then fails still says
+    what it left out)."""
+    from .study_frames import fit_rows, resolve_column, study_frame, x_axis
 
-    form, sampler, points = (_choice(FitForm, form, "--form"), _choice(Sampler, sampler, "--sampler"),
-                             _choice(FitPoints, points, "--points"))
+    form, points = _choice(FitForm, form, "--form"), _choice(FitPoints, points, "--points")
+    choice = sampler_choice(sampler, nfe, 2)
     store.study(study)
     df = study_frame(store, study)
-    rows, notes = fit_rows(df, nfe, sampler)
+    rows, notes = fit_rows(df, choice.nfe, choice.name, choice.schedule)
     for n in notes:
         note(n)
-    xc, yc = resolve_column(df, x), resolve_column(df, y)
-    return {"study": study, "x": xc, "y": yc, "nfe": nfe, "sampler": sampler, "form": form, "points": points,
-            "data": rows[[xc, yc, "label"]].to_dict(orient="records"), "fit": fit_one(rows, xc, yc, form, points),
-            "notes": notes}
+    (xc, x_label), yc = x_axis(df, x), resolve_column(df, y)
+    return {"study": study, "x": xc, "x_label": x_label, "y": yc, "nfe": choice.nfe, "sampler": str(choice),
+            "form": form, "points": points, "data": rows[[xc, yc, "label"]].to_dict(orient="records"),
+            "fit": fit_one(rows, xc, yc, form, points), "notes": notes}
 
 
 def _print_note(note: str) -> None:
@@ -75,30 +89,33 @@ def _choice(enum: type, value: str, option: str) -> str:
     return value
 
 
-def pareto_study(store: "Store", study: str, cost: str = "train_compute", y: str = "fd",
-                 nfe: int | None = None, note: Callable[[str], None] = lambda _: None) -> tuple["pd.DataFrame", list[str]]:
+def pareto_study(store: "Store", study: str, cost: str = "tuning", y: str = "fd",
+                 nfe: int | None = None, note: Callable[[str], None] = lambda _: None,
+                 sampler: str = "consistency") -> tuple["pd.DataFrame", list[str]]:
     """`ect analyze pareto` as data: (label, nfe, cost, metric of the non-dominated runs; notes), each note
-    also passed to `note` as soon as it is known."""
+    also passed to `note` as soon as it is known; the first note says which cost and sampler it used."""
     import analysis
 
-    from .study_frames import fit_rows, resolve_column, study_frame
+    from .study_frames import fit_rows, resolve_column, study_frame, x_axis
 
     store.study(study)
-    rows, notes = fit_rows(study_frame(store, study), nfe)
+    choice = sampler_choice(sampler, nfe, None)
+    rows, notes = fit_rows(study_frame(store, study), choice.nfe, choice.name, choice.schedule)
+    rows = analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops")
+    (cc, c_label), yc = x_axis(rows, cost), resolve_column(rows, y)
+    notes = [f"cost: {c_label} ({cc}); sampler: {choice}", *notes]
     for n in notes:
         note(n)
-    rows = analysis.add_inference_cost(rows, nfe="nfe", gflops="model_gflops")
-    cc, yc = resolve_column(rows, cost), resolve_column(rows, y)
     return analysis.pareto_frontier(rows, cc, yc)[["label", "nfe", cc, yc]], notes
 
 
 @analyze_app.command("fit")
 def fit_cmd(
     study: str = STUDY,
-    x: str = typer.Option("train_compute", "--x", help="Cost column: train_compute (FLOPs), compute (x 12.8 M images), params, gflops, or a config key."),
+    x: str = typer.Option("tuning", "--x", help=X_HELP),
     y: str = typer.Option("fd", "--y", help="Metric column (fd = the study's Fréchet distance, or e.g. fd_digits, swd)."),
-    nfe: int = NFE,
-    sampler: Sampler = SAMPLER,
+    nfe: Optional[int] = NFE,
+    sampler: str = SAMPLER,
     form: FitForm = typer.Option(FitForm.loglinear, "--form", help="loglinear: FD = K C^alpha; saturating: FD = E + K C^alpha, with a test of the floor E against 0."),
     points: FitPoints = POINTS_OPTION,
     db: Optional[str] = DB_OPTION,
@@ -106,13 +123,14 @@ def fit_cmd(
 ) -> None:
     """Fit a power law of a metric against a cost over a study's completed runs (diverged runs are left out, and said so)."""
     with clean_errors():
-        payload = fit_study(open_store(db, create=False, readonly=True), study, x, y, nfe, sampler.value, form.value,
+        payload = fit_study(open_store(db, create=False, readonly=True), study, x, y, nfe, sampler, form.value,
                             points.value, _print_note)
     result, xc, yc = payload["fit"], payload["x"], payload["y"]
     if json_out:
         print_json(payload)
         return
-    table = Table(title=f"{study}: {yc} vs {xc} at NFE {nfe} ({form.value}; {result['note']})", show_header=False)
+    table = Table(title=f"{study}: {yc} vs {payload['x_label']} [{xc}], {payload['sampler']} at NFE {payload['nfe']} "
+                        f"({form.value}; {result['note']})", show_header=False)
     for k, v in result.items():
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     out.print(table)
@@ -121,9 +139,10 @@ def fit_cmd(
 @analyze_app.command("pareto")
 def pareto_cmd(
     study: str = STUDY,
-    cost: str = typer.Option("train_compute", "--cost", help="Cost column (train_compute, compute, params, gflops, inference_cost = NFE x model GFLOPs, ...)."),
+    cost: str = typer.Option("tuning", "--x", "--cost", help=X_HELP + " Also inference_cost = NFE x model GFLOPs."),
     y: str = typer.Option("fd", "--y", help="Metric column (lower is better)."),
     nfe: Optional[int] = typer.Option(None, "--nfe", show_default="all NFEs together", help="Only this NFE."),
+    sampler: str = SAMPLER,
     db: Optional[str] = DB_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     csv_out: bool = typer.Option(False, "--csv", help="Print CSV."),
@@ -132,7 +151,8 @@ def pareto_cmd(
     with clean_errors():
         if json_out and csv_out:
             raise ConfigError("--json and --csv: choose one output format")
-        front, _ = pareto_study(open_store(db, create=False, readonly=True), study, cost, y, nfe, _print_note)
+        front, _ = pareto_study(open_store(db, create=False, readonly=True), study, cost, y, nfe, _print_note,
+                                sampler)
     cc, yc = front.columns[2], front.columns[3]
     if json_out:
         print_json(front.to_dict(orient="records"))
@@ -201,21 +221,24 @@ def sweep_figure_name(keys: tuple[str, ...]) -> str:
 
 
 def figure_makers(df: "pd.DataFrame", spec: StudySpec, references: dict[str, float | None] | None = None,
-                  points: str = FitPoints.means.value,
-                  damaged: frozenset[str] = frozenset()) -> dict[str, Callable[[], Any]]:
+                  points: str = FitPoints.means.value, damaged: frozenset[str] = frozenset(), x: str = "compute",
+                  sampler: SamplerChoice = SamplerChoice()) -> dict[str, Callable[[], Any]]:
     """Every figure the study supports, by name, each drawn only when called (None: nothing to draw): the
     one code path of `study report --out` and `figures regenerate`. What is drawn follows what the runs vary
     (`study_axes`): along a compute axis alone the scaling figures; a 1-D sweep over any other key (or a
     compute key together with one other) the metric against it, a 2-D grid a heatmap. `references` (name ->
     metric value: the Heun baseline, the metric's floor) go on every metric figure, and the paper's published
     numbers are overlaid where the study measured the paper's metric. Runs in `damaged` (ids whose checkpoint
-    does not load) are left out of what needs a checkpoint."""
+    does not load) are left out of what needs a checkpoint. `x` is the cost axis of the compute-scaling and
+    Pareto figures (an --x choice, named on the axis), `sampler` which evaluations are drawn."""
     import analysis
 
     from .sample_grids import budget_panels, is_image_study
-    from .study_frames import fit_rows, study_axes
+    from .study_frames import fit_rows, study_axes, x_axis
 
-    rows, _ = fit_rows(df, None)
+    rows, _ = fit_rows(df, sampler.nfe, sampler.name, sampler.schedule)
+    xc, x_label = x_axis(df, x)
+    tuning_units = xc in ("normalized_compute", "train_flops", "images_seen")  # the pretraining marker's units
     metric = "fd" if "fd" in df.columns else next((c for c in ("swd", "energy") if c in df.columns), None)
     if metric is None or rows.empty:
         raise ValueError(f"study {spec.name!r} has no completed evaluations to draw")
@@ -227,10 +250,12 @@ def figure_makers(df: "pd.DataFrame", spec: StudySpec, references: dict[str, flo
         "mapping_schedule": lambda: analysis.fig_mapping_schedule(ect.q, ect.stages, ect.k, ect.b)}
     if axes.has_compute_axis and not axes.swept:
         makers["compute_scaling"] = lambda: analysis.fig_compute_scaling(
-            rows, x="normalized_compute", y=metric, saturating=True, references=references, ylabel=label,
-            points=points, pretrain_compute=pretrain_in_tuning_units(df, rows), paper_fits=_paper_fits(metric_col))
-        makers["pareto_train_compute"] = lambda: analysis.fig_pareto(rows, "train_flops", metric, hue="nfe",
-                                                                     ylabel=label, references=references)
+            rows, x=xc, y=metric, saturating=True, references=references, xlabel=x_label, ylabel=label,
+            points=points, pretrain_compute=pretrain_in_tuning_units(df, rows, xc) if tuning_units else None,
+            paper_fits=_paper_fits(metric_col) if xc == "normalized_compute" else None)
+        makers["pareto_train_compute"] = lambda: analysis.fig_pareto(  # FLOP columns: labelled in readable units
+            rows, xc, metric, hue="nfe", xlabel=None if xc in analysis.FLOP_COLUMNS else x_label, ylabel=label,
+            references=references)
         if "schedule.iterations" in axes.compute:
             makers["metric_vs_iterations"] = lambda: analysis.fig_training_curve(
                 rows, x="schedule.iterations", y=metric, logy=True, logx=True, ylabel=label, references=references)
@@ -256,21 +281,22 @@ def figure_makers(df: "pd.DataFrame", spec: StudySpec, references: dict[str, flo
 
 def regenerate(df: "pd.DataFrame", spec: StudySpec, out_dir: Path,
                references: dict[str, float] | None = None, points: str = FitPoints.means.value,
-               damaged: frozenset[str] = frozenset()) -> list[Path]:
+               damaged: frozenset[str] = frozenset(), x: str = "compute",
+               sampler: SamplerChoice = SamplerChoice()) -> list[Path]:
     """Every figure (`figure_makers`) and table the study's kind supports, written under `out_dir`."""
     import analysis
 
     from .study_frames import fit_rows
 
     written: list[Path] = []
-    makers = figure_makers(df, spec, references, points, damaged)
+    makers = figure_makers(df, spec, references, points, damaged, x, sampler)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, make in makers.items():
         fig = make()
         if fig is not None:
             _save(fig, out_dir, name, written)
     if spec.kind == "ablation":
-        rows, _ = fit_rows(df, None)
+        rows, _ = fit_rows(df, sampler.nfe, sampler.name, sampler.schedule)
         metric = "fd" if "fd" in df.columns else next(c for c in ("swd", "energy") if c in df.columns)
         table = analysis.ablation_table(rows.assign(row=rows["label"] + " · NFE " + rows["nfe"].astype(str)),
                                         "row", [metric])
@@ -287,6 +313,8 @@ def regenerate_cmd(
     study: str = STUDY,
     out_dir: Path = typer.Option(Path("figures"), "--out", help="Output directory (PNG and PDF per figure)."),
     points: FitPoints = POINTS_OPTION,
+    x: str = typer.Option("compute", "--x", help=X_HELP),
+    sampler: str = typer.Option("consistency", "--sampler", help=f"Which evaluations: {SAMPLER_FORMS}."),
     db: Optional[str] = DB_OPTION,
 ) -> None:
     """Draw every figure (and table) that a study's kind supports from its stored results (all or nothing)."""
@@ -302,7 +330,8 @@ def regenerate_cmd(
         references = build_report(store, spec, points.value).references()  # the same lines as `study report`
         with atomic_dir(out_dir) as tmp:
             written = moved(regenerate(study_frame(store, study), spec, tmp, references, points.value,
-                                       damaged=frozenset(c.run_id for c in bad)), tmp, out_dir)
+                                       damaged=frozenset(c.run_id for c in bad), x=x, sampler=parse_sampler(sampler)),
+                            tmp, out_dir)
     for path in written:
         out.print(f"wrote {path}")
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import typer
 from rich.console import Console
+
+from trainer.config import ConfigError
 
 PIPE_WIDTH = 100_000  # a table wider than any real one: never cut or wrapped
 
@@ -50,6 +53,38 @@ UTILIZATION = 0.15  # the share of that peak a training run sustains: the paper'
 def gpu_hours(flops: float, peak_tflops: float = PEAK_TFLOPS, utilization: float = UTILIZATION) -> float:
     """GPU-hours that `flops` of training take at `utilization` of a GPU's peak TFLOP/s."""
     return flops / (peak_tflops * 1e12 * utilization) / 3600
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """Which evaluations a fit, frontier, figure or table uses: a sampler, optionally one NFE, and the default
+    intermediate times or the tuned ones (`ect study evaluate --tune`)."""
+
+    name: str = Sampler.consistency.value
+    nfe: int | None = None
+    tuned: bool = False
+
+    @property
+    def schedule(self) -> str:
+        return "tuned" if self.tuned else "default"
+
+    def __str__(self) -> str:
+        return "-".join([self.name, *([str(self.nfe)] if self.nfe is not None else []), *(["tuned"] if self.tuned else [])])
+
+
+SAMPLER_FORMS = "consistency, consistency-N, consistency-N-tuned (intermediate times searched), heun or heun-NFE"
+
+
+def parse_sampler(text: str, option: str = "--sampler") -> SamplerChoice:
+    """`consistency`, `consistency-2`, `consistency-2-tuned`, `heun`, `heun-35` -> a SamplerChoice, or one line
+    naming the option."""
+    name, *rest = text.strip().split("-")
+    tuned = bool(rest) and rest[-1] == "tuned"
+    rest = rest[:-1] if tuned else rest
+    ok = name in {s.value for s in Sampler} and len(rest) <= 1 and all(r.isdigit() and int(r) >= 1 for r in rest)
+    if not ok or (tuned and (name != Sampler.consistency.value or not rest)):
+        raise ConfigError(f"{option} {text!r}: expected {SAMPLER_FORMS}")
+    return SamplerChoice(name, int(rest[0]) if rest else None, tuned)
 
 
 POINTS_OPTION = typer.Option(

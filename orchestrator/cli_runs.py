@@ -6,9 +6,8 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import pandas as pd
 import typer
 from rich.table import Table
 
@@ -19,6 +18,9 @@ from .common import DB_OPTION, clean_errors, open_store, out
 from .outputs import atomic_file, check_file_target
 from .query import FilterError, condition, parse_where
 from .store import STATUSES, Run, Store, StudyRun, flatten
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Status = Enum("Status", {s: s for s in STATUSES}, type=str)  # the store's run statuses, as CLI choices
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import pandas as pd
 import typer
 from rich.table import Table
 
@@ -25,6 +24,9 @@ from .outputs import atomic_dir, check_dir_target, moved
 from .store import FINISHED, STALE_SECONDS, Store, StoreError, redact
 from .study_runner import StopRequest, execute, plan, register
 from .tracking import fan_out, live_tracking, tracker_for
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(help="Declare, submit and follow studies.", no_args_is_help=True)
 app.command("evaluate")(evaluate_cmd)
@@ -235,6 +237,8 @@ def resume_cmd(
 
 def _mark_stale(df: pd.DataFrame) -> None:
     """Show a `running` run whose driver stopped beating (e.g. it was SIGKILLed) as `stale (heartbeat ...)`."""
+    import pandas as pd
+
     beats = pd.to_datetime(df["heartbeat_at"], utc=True)  # SQLite returns naive UTC times
     stale = (df["status"] == "running") & ((pd.Timestamp.now(tz="UTC") - beats).dt.total_seconds() > STALE_SECONDS)
     df.loc[stale, "status"] = [f"stale (heartbeat {b.isoformat(timespec='seconds')})" for b in beats[stale]]
@@ -312,7 +316,7 @@ def _report(store: Store, name: str, out_dir: Optional[Path], points: str = FitP
     payload = {"study": name, "metric": report.metric_info, "floor": report.floor, "baselines": report.baselines,
                "axes": {"compute": list(report.axes.compute), "swept": list(report.axes.swept)},
                "sweep": report.sweep, "fit_points": report.points, "fits": report.fits, "seed_spread": report.spread,
-               "headline": report.headline, "claims": report.claims,
+               "headline": report.headline, "claims": report.claims, "compute": report.compute,
                "runs": json.loads(report.runs.to_json(orient="records")),
                "damaged": [{"run_id": c.run_id, "label": c.label, "path": c.path, "problem": c.problem} for c in bad]}
     written: list[Path] = []
@@ -333,13 +337,17 @@ def write_report(store: Store, name: str, out_dir: Path) -> list[Path]:
 
 def _print_report(name: str, report) -> None:
     table = Table(title=f"study {name}: runs ({report.metric}; lower is better)")
-    cols = [c for c in report.runs.columns if c not in ("run_id", "train_flops")]
+    cols = [c for c in report.runs.columns if c not in ("run_id", "train_flops", "total_flops")]
     for c in cols:
         table.add_column(str(c))
     for _, r in report.runs[cols].iterrows():
         table.add_row(*("" if v is None or (isinstance(v, float) and v != v)
                         else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r))
     out.print(table)
+    if report.compute:
+        c = report.compute
+        out.print(f"training compute: tuning only {c['tuning_flops']:.4g} FLOPs, pretraining "
+                  f"{c['pretraining_flops']:.4g} FLOPs, total {c['total_flops']:.4g} FLOPs", highlight=False)
     if report.floor is not None:
         out.print(f"metric floor (real data vs reference, same sample count): {report.floor:.4g}")
     if report.baselines:
@@ -376,6 +384,10 @@ def _print_report(name: str, report) -> None:
     if steps.get("holds") is not None:
         out.print(f"2-step better than 1-step in {'every' if steps['holds'] else 'NOT every'} run "
                   f"({steps['runs']} runs; worst 2-step/1-step ratio {steps['worst_ratio']:.3g})", highlight=False)
+    tuned = report.headline.get("tuned_two_step_beats_one_step", {})
+    if tuned.get("holds") is not None:
+        out.print(f"2-step at the tuned t_mid better than 1-step in {'every' if tuned['holds'] else 'NOT every'} run "
+                  f"({tuned['runs']} runs; worst ratio {tuned['worst_ratio']:.3g})", highlight=False)
     for row in report.spread:
         if max(row["seeds_smallest"], row["seeds_largest"]) > 1:
             verdict = "exceeds" if row["exceeds"] else "does NOT exceed"

@@ -35,6 +35,7 @@ class StudyReport:
     sweep: list[dict[str, Any]] = field(default_factory=list)  # metric per configuration (minus seed) and NFE
     claims: list[dict[str, Any]] = field(default_factory=list)  # the paper's claims: verdict, thresholds, values
     metric_info: dict[str, Any] = field(default_factory=dict)  # the metric's column, extractor and sample count
+    compute: dict[str, float] = field(default_factory=dict)  # training FLOPs: tuning only, pretraining, total
 
     def references(self) -> dict[str, float | None]:
         """The horizontal lines of every metric figure: the pretrained model's Heun sampler and the real-data floor."""
@@ -49,13 +50,27 @@ def _metric(df: pd.DataFrame, study: str) -> str:
 
 
 def runs_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Wide table: one row per run with the metric at each (sampler, NFE)."""
-    df = df.assign(col=[f"{metric}@{'heun' if s == 'heun' else int(n)}" if n == n else None
-                        for s, n in zip(df["sampler"], df["nfe"])])
+    """Wide table: one row per run with the metric at each (sampler, NFE), tuned intermediate times beside the
+    default ones (`fd@2-tuned` next to `fd@2`), and its training compute: own, and with its init chain."""
+    df = df.assign(col=[f"{metric}@{'heun' if s == 'heun' else int(n)}{'-tuned' if t == 'tuned' else ''}"
+                        if n == n else None for s, n, t in zip(df["sampler"], df["nfe"], df["schedule"])])
     facts = df.drop_duplicates("run_id")[["run_id", "label", "role", "status", "images_seen", "normalized_compute",
-                                         "train_flops"]]
+                                         "train_flops", "total_flops"]]
     values = df.dropna(subset=["col"]).pivot_table(index="run_id", columns="col", values=metric, aggfunc="last")
+    values = values[sorted(values.columns, key=lambda c: (c.split("@")[1].removesuffix("-tuned"), c))]
+    tuned = df[(df["schedule"] == "tuned") & (df["nfe"] == 2)].drop_duplicates("run_id").set_index("run_id")
+    if len(tuned):  # the searched t_mid beside its FD (the default is each run's sampling.mid_times[0])
+        values.insert(values.columns.get_loc(f"{metric}@2-tuned") + 1, "t_mid@2-tuned",
+                      tuned["mid_times"].map(lambda t: t[0] if t else None).reindex(values.index))
     return facts.join(values, on="run_id").reset_index(drop=True)
+
+
+def compute_totals(runs: pd.DataFrame) -> dict[str, float]:
+    """The study's training FLOPs: its tuning (or plain) runs only, its pretraining, and the two together."""
+    runs = runs.drop_duplicates("run_id")
+    pre = runs["role"] == "pretrain"
+    tuning, pretraining = float(runs.loc[~pre, "train_flops"].sum()), float(runs.loc[pre, "train_flops"].sum())
+    return {"tuning_flops": tuning, "pretraining_flops": pretraining, "total_flops": tuning + pretraining}
 
 
 def metric_floor(spec: StudySpec) -> float | None:
@@ -158,8 +173,12 @@ def build_report(store: Store, spec: StudySpec, points: str = "means") -> StudyR
             headline["within_10pct"] = analysis.tuning_vs_pretraining(
                 rows, float(pre.iloc[0]["train_flops"]), baselines[f"{metric}@heun"], baselines[f"{metric}@2"],
                 metric=metric)
+        tuned, _ = fit_rows(df, 2, schedule="tuned")
+        if len(tuned):  # claim (b) again with the searched intermediate time (`ect study evaluate --tune 2`)
+            pair = pd.concat([rows[rows["nfe"] == 1], tuned])
+            headline["tuned_two_step_beats_one_step"] = analysis.fewer_steps_worse(pair, metric)
         claims = analysis.paper_claims(headline.get("within_10pct", {}), headline["two_step_beats_one_step"],
                                        fitted, spread)
     return StudyReport(table, baselines, metric_floor(spec), fitted, metric, spread, headline, points, axes,
                        sweep_table(rows, axes, metric) if axes.swept else [], claims,
-                       metric_info(store, spec.name, metric, df))
+                       metric_info(store, spec.name, metric, df), compute_totals(df))

@@ -1,17 +1,20 @@
 """The store's rows reshaped into the DataFrames that `analysis` works on (one row per run and sampler).
 
-Columns: run facts (run_id, label, role, status, train_flops, normalized_compute, images_seen,
-num_params, flops_per_sample, model_gflops, wall_seconds), evaluation facts (nfe, sampler, step,
-one column per metric, and `fd` when the study measured exactly one Fréchet distance), and every
-flattened config key (e.g. network.dropout, ect.q).
+Columns: run facts (run_id, label, role, status, train_flops, init_chain_flops, total_flops,
+normalized_compute, images_seen, num_params, flops_per_sample, model_gflops, wall_seconds), evaluation
+facts (nfe, sampler, schedule = default or tuned intermediate times, mid_times, sampling_flops per image, step, one
+column per metric, and `fd` when the study measured exactly one Fréchet distance), and every flattened
+config key (e.g. network.dropout, ect.q).
 """
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 import analysis
-from analysis import latest_evaluations
+from analysis import axis_label, latest_evaluations
 from studies.spec import StudySpec
 
 from .store import Store
@@ -25,35 +28,23 @@ def study_frame(store: Store, study: str) -> pd.DataFrame:
     runs = store.runs_frame(study).drop_duplicates("run_id")
     evals = store.evaluations_frame(study)
     if evals.empty:
-        evals = pd.DataFrame(columns=["run_id", "step", "nfe", "metric", "sampler", "value"])
-    wide = latest_evaluations(evals.drop_duplicates(["run_id", "step", "nfe", "metric", "sampler"]),
-                              keys=("run_id", "nfe", "sampler"))
+        evals = pd.DataFrame(columns=["run_id", "step", "nfe", "metric", "sampler", "value", "sampler_params",
+                                      "sampling_flops"])
+    evals["schedule"] = ["tuned" if "tuned_on" in json.loads(p or "{}") else "default" for p in evals["sampler_params"]]
+    keys = ["run_id", "nfe", "sampler", "schedule"]
+    first = evals.drop_duplicates(["step", "metric", *keys])  # the first measured of equal ones (training's own)
+    wide = latest_evaluations(first, keys=keys)
+    first = first.assign(mid_times=[json.loads(p or "{}").get("mid_times") for p in first["sampler_params"]])
+    facts = first.drop_duplicates(keys)[[*keys, "sampling_flops", "mid_times"]]
+    wide = wide.merge(facts, on=keys, how="left") if len(wide) else wide.assign(sampling_flops=[], mid_times=[])
     fd_cols = [c for c in wide.columns if str(c).startswith("fd_")]
     if len(fd_cols) == 1:
         wide["fd"] = wide[fd_cols[0]]
-    runs = with_compute_chain(store, runs.drop(columns=["step"]))  # the evaluation's step is the one that matters
+    runs = runs.drop(columns=["step"])  # the evaluation's step is the one that matters
     runs["model_gflops"] = runs["flops_per_sample"] / 2e9  # multiply-adds, the paper's GFLOPs convention
     params = store.params_frame(list(runs["run_id"]))
     # runs without evaluations (failed, diverged before evaluating) keep one row with no NFE
     return runs.merge(wide, on="run_id", how="left").join(params, on="run_id")
-
-
-def with_compute_chain(store: Store, runs: pd.DataFrame) -> pd.DataFrame:
-    """Adds `init_chain_flops` (training FLOPs of the runs this one starts from, transitively: the pretraining a
-    "32x cheaper" tuning leaves out) and `total_flops` (own + chain); NaN where a run of the chain has no count."""
-    chain: dict[str, float] = {}
-
-    def with_ancestors(run_id: str) -> float:
-        if run_id not in chain:
-            run = store.run(run_id)
-            own = float("nan") if run.train_flops is None else run.train_flops
-            chain[run_id] = own + (with_ancestors(run.depends_on) if run.depends_on else 0.0)
-        return chain[run_id]
-
-    out = runs.copy()
-    out["init_chain_flops"] = [with_ancestors(p) if isinstance(p, str) else 0.0 for p in out["depends_on"]]
-    out["total_flops"] = out["train_flops"].astype(float) + out["init_chain_flops"]
-    return out
 
 
 def resolve_column(df: pd.DataFrame, name: str) -> str:
@@ -67,15 +58,36 @@ def resolve_column(df: pd.DataFrame, name: str) -> str:
     raise ValueError(f"no column {name!r} in this study's results (have: {', '.join(map(str, df.columns[:40]))})")
 
 
-def fit_rows(df: pd.DataFrame, nfe: int | None, sampler: str = "consistency") -> tuple[pd.DataFrame, list[str]]:
-    """Rows usable for a fit: tuning/plain runs that completed, at the given NFE; notes on what was left out."""
+# --x choices of fits, frontiers and figures: (column, axis label). Other names resolve as columns (resolve_column).
+X_AXES = {
+    "tuning": ("train_flops", "tuning compute, own run only (FLOPs)"),
+    "total": ("total_flops", "total training compute incl. pretraining (FLOPs)"),
+    "sampling": ("sampling_flops", "sampling cost per image (NFE × forward FLOPs)"),
+    "images": ("images_seen", "training images seen"),
+    "compute": ("normalized_compute", "tuning compute (× 12.8 M images)"),
+}
+
+
+def x_axis(df: pd.DataFrame, name: str) -> tuple[str, str]:
+    """(column, axis label) of an --x choice (tuning, total, sampling, images, compute) or of any column name,
+    alias or config key (labelled as `analysis.axis_label` does)."""
+    if name in X_AXES:
+        return X_AXES[name]
+    column = resolve_column(df, name)
+    return column, axis_label(column)
+
+
+def fit_rows(df: pd.DataFrame, nfe: int | None, sampler: str = "consistency",
+             schedule: str = "default") -> tuple[pd.DataFrame, list[str]]:
+    """Rows usable for a fit: tuning/plain runs that completed, at the given NFE (None: all), of one sampler with
+    its default or tuned intermediate times; notes on what was left out."""
     notes = []
     rows = df[df["role"] != "pretrain"]
     bad = rows[rows["status"] != "completed"]
     if len(bad):
         notes.append(f"left out {bad['run_id'].nunique()} run(s) not completed: "
                      + ", ".join(f"{r.label} ({r.status})" for r in bad.drop_duplicates("run_id").itertuples()))
-    rows = rows[(rows["status"] == "completed") & (rows["sampler"] == sampler)]
+    rows = rows[(rows["status"] == "completed") & (rows["sampler"] == sampler) & (rows["schedule"] == schedule)]
     if nfe is not None:
         rows = rows[rows["nfe"] == nfe]
     return rows, notes

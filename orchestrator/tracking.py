@@ -18,15 +18,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
-import pandas as pd
 from rich.console import Console
 
 from studies.spec import parse_tracking
 from trainer.config import ConfigError
 
 from .store import FINISHED, Store, flatten, redact
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Hook = Callable[[str, dict[str, Any]], None]
 # MLflow status of a run per store status; the store's own status is also a tag (diverged is FAILED here)
@@ -78,8 +80,9 @@ def metric_name(metric: str, nfe: int, sampler: str) -> str:
 
 
 def _ms(when: datetime | str | None) -> int | None:
-    """MLflow's epoch milliseconds from a store timestamp (an aware datetime; ISO text in older rows)."""
-    if when is None:
+    """MLflow's epoch milliseconds from a store timestamp (an aware datetime; ISO text in older rows); None for none
+    (also pandas' NaT, which a frame holds for a run not started or not finished yet)."""
+    if when is None or when != when:
         return None
     return int((when if isinstance(when, datetime) else datetime.fromisoformat(when)).timestamp() * 1000)
 
@@ -138,7 +141,7 @@ class MlflowTracker:
             for run in runs.itertuples():
                 child = existing.get(run.run_id) or self._create(
                     exp, study, run.label, parent.info.run_id, {"ect.run_id": run.run_id, "ect.role": run.role},
-                    _ms(run.started_at or run.created_at), counts)
+                    _ms(run.started_at if run.started_at == run.started_at else run.created_at), counts)
                 self._sync_run(store, child, run, evals[evals["run_id"] == run.run_id], counts)
             self._status(parent, STUDY_STATUS.get(record.status, "RUNNING"), None, counts)
             if report and record.status in ("completed", "incomplete"):

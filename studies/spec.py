@@ -15,13 +15,14 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from trainer.config import (TAGS, ConfigError, Seed, TrainConfig, batch_error, config_paths, error_message, error_path,
-                            field_paths, parse_yaml, read_yaml, suggest_key, weights_identity)
+from trainer.config import (MAX_SAMPLES, MAX_STEPS, TAGS, ConfigError, FDMetric, PointMetric, Seed, TrainConfig,
+                            batch_error, check_mid_times, config_paths, error_message, error_path, field_paths,
+                            parse_yaml, read_yaml, suggest_key, weights_identity)
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # matched with fullmatch: no trailing newline
 MAX_NAME_LENGTH = 64  # the store's column for study names
@@ -93,6 +94,39 @@ class Pretrain(Strict):
                                                           "(e.g. all cores for the one pretraining run, one per tuning run)")
 
 
+class Evaluate(Strict):
+    """What `ect study evaluate NAME` measures when no option overrides it: consistency sampling at each of `steps`
+    (intermediate times `mid_times`, default each run's sampling.mid_times), EDM's Heun sampler with `heun_steps`,
+    and, for each step count in `tune`, intermediate times searched in `tune_range` on the noise of seed + 1."""
+
+    steps: list[Annotated[int, Field(ge=1, le=MAX_STEPS)]] = Field(default_factory=lambda: [1, 2], min_length=1)
+    mid_times: list[float] | None = Field(None, description="decreasing, inside (sigma_min, sigma_max)")
+    heun_steps: int | None = Field(None, ge=2, le=MAX_STEPS, description="also EDM's Heun sampler (2n - 1 NFE)")
+    tune: list[Annotated[int, Field(ge=2, le=4)]] = Field(
+        default_factory=list, description="step counts whose intermediate times are searched (2: t_mid)")
+    tune_range: tuple[float, float] = Field((0.05, 20.0), description="bounds of the searched times")
+    tune_iterations: int = Field(8, ge=1, le=100, description="golden-section steps per time searched")
+    tune_rounds: int = Field(2, ge=1, le=20, description="coordinate-search sweeps (3 and 4 steps)")
+    metric: PointMetric | FDMetric | None = Field(None, description="default: each run's eval.metric")
+    num_samples: int | None = Field(None, ge=2, le=MAX_SAMPLES, description="default: each run's eval.num_samples")
+    seed: Seed = Field(0, description="seed of the reported noise (and class labels); the search uses seed + 1")
+
+    def check_times(self, sigma_min: float, sigma_max: float, default_mid_times: list[float]) -> None:
+        """Times inside (sigma_min, sigma_max), decreasing, and enough of them for every step count."""
+        try:
+            check_mid_times(self.mid_times or [], sigma_min, sigma_max)
+        except ValueError as e:
+            raise ValueError(f"mid_times: {e}") from None
+        lo, hi = self.tune_range
+        if not (sigma_min < lo < hi < sigma_max):
+            raise ValueError(f"tune_range {[lo, hi]}: expected LOW < HIGH inside (sigma_min, sigma_max) = "
+                             f"({sigma_min:g}, {sigma_max:g})")
+        have = len(self.mid_times if self.mid_times is not None else default_mid_times)
+        short = [n for n in self.steps if n - 1 > have]
+        if short:
+            raise ValueError(f"steps: {short} need {max(short) - 1} mid_times, have {have}")
+
+
 TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 
 
@@ -122,6 +156,16 @@ class StudySpec(Strict):
                                       "expanding); raise it for a larger study")
     tracking: str | None = Field(None, description="mirror the study into an experiment tracker: mlflow or mlflow:URI "
                                                    "(`--track` overrides it)")
+    evaluate: Evaluate = Field(default_factory=Evaluate, description="what `ect study evaluate` measures by default")
+
+    @field_validator("evaluate")
+    @classmethod
+    def _evaluate_times(cls, ev: Evaluate, info: ValidationInfo) -> Evaluate:
+        """Checked against the base config's sigma_min, sigma_max and mid_times."""
+        base = info.data.get("base")
+        if base is not None:
+            ev.check_times(base.precond.sigma_min, base.sampling.sigma_max, base.sampling.mid_times)
+        return ev
 
     @field_validator("tracking")
     @classmethod

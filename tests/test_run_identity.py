@@ -217,3 +217,39 @@ def test_compute_accounting_adds_the_init_chain(tmp_path):
     store.update_run(tune.run_id, status="completed", train_flops=2.5e11)
     frame = study_frame(store, "one").set_index("role")
     assert frame.loc["tune", "total_flops"] == 1.25e12 and frame.loc["pretrain", "total_flops"] == 1.0e12
+    run = store.run(tune.run_id)  # recorded with the run, not only computed for the frame
+    assert (run.train_flops, run.init_chain_flops, run.total_flops) == (2.5e11, 1.0e12, 1.25e12)
+    store.update_run(tune.run_id, flops_per_sample=3.0e6)  # sampling cost per image: NFE x forward FLOPs
+    store.add_evaluation(tune.run_id, step=4, nfe=2, metric="swd", value=0.5, extractor="points", num_samples=64)
+    assert store.evaluations_frame("one")["sampling_flops"].tolist() == [6.0e6]
+
+
+def test_a_store_at_0003_gains_compute_accounting_filled_from_its_rows(store_url):
+    """Migration 0004: each run's init-chain and total FLOPs, each evaluation's sampling FLOPs per image."""
+    upgrade_to(store_url, "0003")
+    engine = create_engine(store_url)
+    meta = MetaData()
+    meta.reflect(engine)
+    t = meta.tables
+    runs = {"pre": (1.0e12, None, 5.0e6), "tune": (2.5e11, "pre", 5.0e6), "late": (None, "pre", None),
+            "grandchild": (1.0e11, "tune", 5.0e6)}
+    with engine.begin() as conn:
+        conn.execute(insert(t["studies"]).values(name="one", kind="custom", description="", spec_yaml="",
+                                                 status="completed", created_at=THEN))
+        for rid, (flops, parent, per_sample) in runs.items():
+            conn.execute(insert(t["runs"]).values(
+                run_id=rid, label=rid, role="pretrain" if parent is None else "tune", status="completed", attempts=1,
+                config_json="{}", depends_on=parent, created_at=THEN, step=4, total_steps=4, train_flops=flops,
+                flops_per_sample=per_sample))
+            conn.execute(insert(t["study_runs"]).values(study="one", run_id=rid, label=rid))
+            conn.execute(insert(t["evaluations"]).values(
+                run_id=rid, step=4, nfe=2, metric="swd", value=1.0, extractor="points", num_samples=64,
+                sampler="consistency", sampler_params="{}", seed=0))
+    engine.dispose()
+    store = Store(store_url, create=False)
+    assert store.migrated_from == "0003"
+    got = {rid: (store.run(rid).init_chain_flops, store.run(rid).total_flops) for rid in runs}
+    assert got == {"pre": (0.0, 1.0e12), "tune": (1.0e12, 1.25e12), "late": (1.0e12, None),
+                   "grandchild": (1.25e12, 1.35e12)}
+    evals = store.evaluations_frame("one").set_index("run_id")["sampling_flops"]
+    assert evals["pre"] == 1.0e7 and evals["tune"] == 1.0e7 and pd.isna(evals["late"])

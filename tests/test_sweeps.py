@@ -75,7 +75,7 @@ def test_paper_claims_verdicts_and_thresholds():
 
 def test_scaled_axis_names_the_unit():
     values, label = analysis.scaled_axis(pd.DataFrame({"train_flops": [4.6e10, 2.3e11, 1.5e12]}), "train_flops")
-    assert label == "training compute (GFLOPs)" and list(values) == pytest.approx([46.0, 230.0, 1500.0])
+    assert label == "training compute, own run only (GFLOPs)" and list(values) == pytest.approx([46.0, 230.0, 1500.0])
     assert analysis.scaled_axis(pd.DataFrame({"x": [1.0]}), "x")[1] == "x"
 
 
@@ -155,7 +155,7 @@ def test_compute_figures_baselines_units_and_log_axes(stores):
         assert any(t.startswith("pretrained, Heun: 3.42") for t in texts), (fig_name, texts)
         assert any(t.startswith("real-data floor") for t in texts), (fig_name, texts)
     pareto = makers["pareto_train_compute"]().axes[0]
-    assert pareto.get_xlabel() == "training compute (GFLOPs)"
+    assert pareto.get_xlabel() == "training compute, own run only (GFLOPs)"
     labels = [t.get_text() for t in pareto.get_legend().get_texts()]
     assert "1-step Pareto frontier" in labels and "2-step Pareto frontier" in labels
     ticks = [t.get_text() for t in pareto.get_xticklabels() if t.get_text()]

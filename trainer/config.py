@@ -273,6 +273,14 @@ class SamplingConfig(Strict):
     rho: float = Field(7.0, gt=0.0)
 
 
+def check_mid_times(times: list[float], sigma_min: float, sigma_max: float) -> None:
+    """Intermediate times of multistep sampling must decrease strictly and lie inside (sigma_min, sigma_max)."""
+    inside = all(sigma_min < t < sigma_max for t in times)
+    if not inside or any(b >= a for a, b in zip(times, times[1:])):
+        raise ValueError(f"intermediate times {times} must decrease strictly and lie in (sigma_min, sigma_max) = "
+                         f"({sigma_min:g}, {sigma_max:g})")
+
+
 PointMetric = Literal["swd", "energy"]
 FDMetric = Literal["fd_digits", "fd_inception", "fd_dinov2", "fd_dinov2_vitb14"]
 

@@ -28,14 +28,6 @@ def check_steps(steps: int, cfg: SamplingConfig) -> None:
                          f"sampling.mid_times has {len(cfg.mid_times)}")
 
 
-def check_mid_times(times: list[float], sigma_min: float, sigma_max: float) -> None:
-    """Intermediate times of multistep sampling must decrease strictly and lie inside (sigma_min, sigma_max)."""
-    inside = all(sigma_min < t < sigma_max for t in times)
-    if not inside or any(b >= a for a, b in zip(times, times[1:])):
-        raise ValueError(f"intermediate times {times} must decrease strictly and lie in (sigma_min, sigma_max) = "
-                         f"({sigma_min:g}, {sigma_max:g})")
-
-
 @torch.no_grad()
 def consistency_sample(
     net: Precond,

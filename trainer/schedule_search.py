@@ -1,8 +1,9 @@
-"""Searching the intermediate time of 2-step consistency sampling (t_mid): the paper fixes it per dataset, but
-a model trained with another weighting or budget may want another one.
+"""Searching the intermediate times of n-step consistency sampling (t_mid for 2 steps): the paper fixes them per
+dataset, but a model trained with another weighting or budget may want others.
 
-The search is a bounded golden-section search on log t; it measures on its own noise set (a seed other than
-the reported one), and the tuned sampler records the search that produced it with its parameters.
+For 2 steps the search is a bounded golden-section search on log t; for 3 and 4 steps a coordinate search of
+such searches. It measures on its own noise set (a seed other than the reported one), and the tuned sampler
+records the search that produced it with its parameters.
 """
 
 from __future__ import annotations
@@ -43,20 +44,44 @@ def golden_section(f: Callable[[float], float], lo: float, hi: float, iterations
     return tried
 
 
-def search_mid_time(measure: Callable[[float], float], lo: float, hi: float, iterations: int,
-                    start: float) -> tuple[float, float]:
-    """(t_mid, value): the best of a golden-section search on log t over [lo, hi] and of `start` (the default),
-    so the tuned time is never worse than the default on the search's own noise."""
-    tried = {math.exp(u): v for u, v in golden_section(lambda u: measure(math.exp(u)), math.log(lo), math.log(hi),
-                                                       iterations).items()}
-    tried.setdefault(start, measure(start))
-    best = min(tried, key=tried.get)
-    return best, tried[best]
+def search_mid_times(measure: Callable[[list[float]], float], lo: float, hi: float, iterations: int,
+                     start: list[float], rounds: int = 2) -> tuple[list[float], float]:
+    """(intermediate times, value) minimising `measure` over decreasing times in [lo, hi]: for one time a
+    golden-section search on log t over the whole range; for more, coordinate search (each time in turn by
+    golden section between its neighbours, `rounds` sweeps). `start` (the default schedule) is measured too and
+    kept unless something beats it, so the result is never worse than the default on the search's own noise."""
+    if not start or any(b >= a for a, b in zip(start, start[1:])):
+        raise ValueError(f"start {start}: expected one or more strictly decreasing times")
+    best, best_value = list(start), measure(list(start))
+    for _ in range(rounds if len(start) > 1 else 1):
+        for i in range(len(best)):
+            upper = hi if i == 0 else best[i - 1]  # golden-section points are interior: the order stays strict
+            lower = lo if i == len(best) - 1 else best[i + 1]
+            if not lower < upper:
+                continue
+
+            def along(u: float) -> float:
+                return measure(best[:i] + [math.exp(u)] + best[i + 1:])
+
+            tried = golden_section(along, math.log(lower), math.log(upper), iterations)
+            u = min(tried, key=tried.get)
+            if tried[u] < best_value:
+                best, best_value = best[:i] + [math.exp(u)] + best[i + 1:], tried[u]
+    return best, best_value
+
+
+def default_start(defaults: list[float], n: int, lo: float, hi: float) -> list[float]:
+    """The n intermediate times a search starts from: the run's own `sampling.mid_times` where it has n of them
+    inside [lo, hi], else n times evenly spaced in log t strictly inside (lo, hi)."""
+    own = defaults[:n]
+    if len(own) == n and all(lo <= t <= hi for t in own):
+        return own
+    return [math.exp(math.log(hi) + (i + 1) / (n + 1) * (math.log(lo) - math.log(hi))) for i in range(n)]
 
 
 @dataclass(frozen=True)
 class TunedSampler:
-    """2-step consistency sampling at a searched t_mid; its parameters include the search that chose it."""
+    """n-step consistency sampling at searched intermediate times; its parameters include the search that chose it."""
 
     inner: ConsistencySampler
     search: dict = field(hash=False)

@@ -17,9 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
 from sqlalchemy import case, create_engine, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -44,6 +43,9 @@ from .schema import (
     StudyRun,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_DB = "sqlite:///ect.db"
 MIGRATE_LOCK, REGISTER_LOCK = 0xEC7_0001, 0xEC7_0002  # PostgreSQL advisory lock keys
@@ -376,6 +378,28 @@ class Store:
                 raise StoreError(f"no run with id {run_id!r} in {redact(self.url)}")
             for k, v in fields.items():
                 setattr(run, k, v)
+            if "train_flops" in fields:
+                self._account(s, run)
+            if fields.get("flops_per_sample") is not None:  # evaluations written before the count was known
+                s.execute(update(Evaluation).where(Evaluation.run_id == run_id, Evaluation.sampling_flops.is_(None))
+                          .values(sampling_flops=Evaluation.nfe * fields["flops_per_sample"]))
+
+    @classmethod
+    def _account(cls, s: Session, run: Run, done: frozenset[str] = frozenset()) -> None:
+        """A run's init-chain and total training FLOPs from its own and its ancestors' (None where one lacks them),
+        and again for the runs that start from it."""
+        chain, parent, seen = 0.0, run.depends_on, {run.run_id}
+        while parent is not None and chain is not None and parent not in seen:
+            seen.add(parent)
+            up = s.get(Run, parent)
+            chain = None if up is None or up.train_flops is None else chain + up.train_flops
+            parent = up.depends_on if up is not None else None
+        run.init_chain_flops = chain
+        run.total_flops = None if chain is None or run.train_flops is None else chain + run.train_flops
+        s.flush()
+        for child in s.scalars(select(Run).where(Run.depends_on == run.run_id)).all():
+            if child.run_id not in done:
+                cls._account(s, child, done | {run.run_id})
 
     def add_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
         """Upsert one step's training metrics (a repeated write of the same step replaces the values)."""
@@ -397,6 +421,9 @@ class Store:
         values = {"sampler": "consistency", "sampler_params": json.dumps({"nfe": row.get("nfe")}), "seed": 0, **row,
                   "run_id": run_id}
         with self.session(write=True) as s:
+            per_sample = s.scalar(select(Run.flops_per_sample).where(Run.run_id == run_id))
+            if "sampling_flops" not in row and per_sample is not None and row.get("nfe") is not None:
+                values["sampling_flops"] = float(row["nfe"]) * per_sample
             stmt = self._insert()(Evaluation).values(values)
             s.execute(stmt.on_conflict_do_update(
                 index_elements=list(EVALUATION_KEY),
@@ -444,6 +471,8 @@ class Store:
     # ------------------------------------------------------------------ queries as DataFrames
 
     def runs_frame(self, study: str | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         with self.session() as s:
             q = select(Run, StudyRun.study, StudyRun.label).join(StudyRun, StudyRun.run_id == Run.run_id)
             if study is not None:
@@ -455,6 +484,8 @@ class Store:
 
     def params_frame(self, run_ids: list[str]) -> pd.DataFrame:
         """Wide table: one row per run, one column per flattened config key."""
+        import pandas as pd
+
         with self.session() as s:
             rows = s.execute(select(RunParam).where(RunParam.run_id.in_(run_ids))).scalars().all()
         wide: dict[str, dict[str, Any]] = {}
@@ -463,6 +494,8 @@ class Store:
         return pd.DataFrame.from_dict(wide, orient="index")
 
     def evaluations_frame(self, study: str | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         with self.session() as s:
             q = select(Evaluation, StudyRun.study, StudyRun.label).join(StudyRun, StudyRun.run_id == Evaluation.run_id)
             if study is not None:
@@ -473,6 +506,8 @@ class Store:
                             columns=cols + ["study", "label"])
 
     def metrics_frame(self, run_id: str) -> pd.DataFrame:
+        import pandas as pd
+
         with self.session() as s:
             rows = s.scalars(select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.step)).all()
         long = pd.DataFrame([{"step": m.step, "name": m.name, "value": m.value} for m in rows],

@@ -26,7 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from studies.spec import MAX_LABEL_LENGTH, MAX_NAME_LENGTH
 
-SCHEMA_VERSION = 3  # the `meta` table's marker: stores written before Alembic hold 1, and older ects refuse 2 and up
+SCHEMA_VERSION = 4  # the `meta` table's marker: stores written before Alembic hold 1, and older ects refuse 2 and up
 OWNER_LENGTH = 128
 ROW_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only an INTEGER primary key
 
@@ -120,6 +120,8 @@ class Run(Base):
     images_seen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     train_flops: Mapped[float | None] = mapped_column(Float, nullable=True)
     normalized_compute: Mapped[float | None] = mapped_column(Float, nullable=True)
+    init_chain_flops: Mapped[float | None] = mapped_column(Float, nullable=True)  # the runs it starts from (0: none)
+    total_flops: Mapped[float | None] = mapped_column(Float, nullable=True)  # train_flops + init_chain_flops
     checkpoint: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     owner: Mapped[str | None] = mapped_column(String(OWNER_LENGTH), nullable=True)
@@ -174,6 +176,7 @@ class Evaluation(Base):
     sampler: Mapped[str] = mapped_column(String(32), default="consistency")
     sampler_params: Mapped[str] = mapped_column(String(512), default="{}")  # canonical JSON: steps, times, ...
     seed: Mapped[int] = mapped_column(BigInteger, default=0)
+    sampling_flops: Mapped[float | None] = mapped_column(Float, nullable=True)  # per image: NFE x forward FLOPs
     __table_args__ = (UniqueConstraint(*EVALUATION_KEY, name="uq_evaluations_key"),)
 
 

@@ -25,7 +25,6 @@ from pydantic import ValidationError
 
 from studies.spec import run_id_of
 from trainer.config import TrainConfig
-from trainer.sampling import params_json, sampler_for
 
 EVALUATION_KEY = ("run_id", "step", "metric", "extractor", "sampler", "sampler_params", "num_samples", "seed")
 
@@ -114,6 +113,8 @@ def upgrade() -> None:
 
 def _sampler_params(config_json: str, sampler: str, nfe: int) -> tuple[str, int]:
     """(parameters as canonical JSON, seed) of an evaluation written by a run with this config ("{}" if unknown)."""
+    from trainer.sampling import params_json, sampler_for  # torch: only when migrating, not whenever a store opens
+
     try:
         cfg = TrainConfig.model_validate(json.loads(config_json))
         params = params_json(sampler_for(cfg.sampling, nfe, heun=sampler == "heun"))
