@@ -293,7 +293,7 @@ def fig_pareto(df: pd.DataFrame, cost: str, metric: str, minimize_metric: bool =
     The cost axis is drawn in readable units (`scaled_axis`); `references` adds horizontal lines (Heun, floor)."""
     _require(df, cost, metric, hue)
     data = df.dropna(subset=[cost, metric])
-    xs, auto_label = scaled_axis(data, cost)
+    xs, auto_label = (data[cost], xlabel) if xlabel else scaled_axis(data, cost)  # a given label names raw values
     data = data.assign(**{cost: xs})
     fig, (ax,) = _new_figure()
     groups = [(None, data)] if hue is None else list(data.groupby(hue, sort=True))

@@ -253,9 +253,8 @@ def figure_makers(df: "pd.DataFrame", spec: StudySpec, references: dict[str, flo
             rows, x=xc, y=metric, saturating=True, references=references, xlabel=x_label, ylabel=label,
             points=points, pretrain_compute=pretrain_in_tuning_units(df, rows, xc) if tuning_units else None,
             paper_fits=_paper_fits(metric_col) if xc == "normalized_compute" else None)
-        makers["pareto_train_compute"] = lambda: analysis.fig_pareto(  # FLOP columns: labelled in readable units
-            rows, xc, metric, hue="nfe", xlabel=None if xc in analysis.FLOP_COLUMNS else x_label, ylabel=label,
-            references=references)
+        makers["pareto_train_compute"] = lambda: analysis.fig_pareto(rows, xc, metric, hue="nfe", xlabel=x_label,
+                                                                     ylabel=label, references=references)
         if "schedule.iterations" in axes.compute:
             makers["metric_vs_iterations"] = lambda: analysis.fig_training_curve(
                 rows, x="schedule.iterations", y=metric, logy=True, logx=True, ylabel=label, references=references)

@@ -62,6 +62,8 @@ def select_runs(store: Store, where: list[str], study: Optional[str], status: Op
 def evaluation_columns(store: Store, run_ids: list[str]) -> pd.DataFrame:
     """Each run's latest evaluation per NFE as columns `METRIC@NFE` (`METRIC@heun` for the Heun baseline),
     indexed by run id; evaluations with other sampler parameters (`ect study evaluate`) count when measured last."""
+    import pandas as pd
+
     from analysis import latest_evaluations
 
     evals = store.evaluations_frame()

@@ -155,7 +155,7 @@ def test_compute_figures_baselines_units_and_log_axes(stores):
         assert any(t.startswith("pretrained, Heun: 3.42") for t in texts), (fig_name, texts)
         assert any(t.startswith("real-data floor") for t in texts), (fig_name, texts)
     pareto = makers["pareto_train_compute"]().axes[0]
-    assert pareto.get_xlabel() == "training compute, own run only (GFLOPs)"
+    assert pareto.get_xlabel() == "tuning compute (× 12.8 M images)"  # the --x default, as on the scaling figure
     labels = [t.get_text() for t in pareto.get_legend().get_texts()]
     assert "1-step Pareto frontier" in labels and "2-step Pareto frontier" in labels
     ticks = [t.get_text() for t in pareto.get_xticklabels() if t.get_text()]
