@@ -87,6 +87,8 @@ def test_first_study_as_in_the_readme(tmp_path, monkeypatch, ray_session):
     assert len(runs) == 1 + 2 * len(lrs) and (runs["status"] == "completed").all()
     listed = outputs["runs list"]
     assert f"{len(runs)} runs" in listed and all(f"lr={lr:g}_seed" in listed for lr in lrs), listed
+    header = next(ln for ln in listed.splitlines() if "label" in ln and "status" in ln)
+    assert "optim.lr" in header and "fd_digits@1" in header and "fd_digits@2" in header, listed  # swept key, FD
 
     report_dir = Path("out") / name
     with Image.open(report_dir / "sweep_optim_lr.png") as im:  # FD against the learning rate
