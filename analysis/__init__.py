@@ -4,21 +4,7 @@ DataFrames in, numbers and matplotlib figures out. Imports nothing else of the p
 one-way rule): the orchestrator turns store queries into DataFrames and calls these functions.
 """
 
-from .figures import (
-    axis_label,
-    fig_compute_scaling,
-    fig_dropout,
-    fig_image_panels,
-    fig_mapping_schedule,
-    fig_model_size,
-    fig_pareto,
-    fig_sweep,
-    fig_sweep_heatmap,
-    fig_training_curve,
-    save_figure,
-    FLOP_COLUMNS,
-    scaled_axis,
-)
+from .labels import FLOP_COLUMNS, axis_label, scaled_axis
 from .comparison import fewer_steps_worse, paper_claims, tuning_vs_pretraining
 from .frames import FIT_POINTS, fit_points, latest_evaluations, nfe_long, seed_summary, trend_vs_spread
 from .pareto import add_inference_cost, pareto_frontier
@@ -40,3 +26,15 @@ __all__ = [
     "sweep_summary", "to_csv", "to_latex", "to_markdown", "trend_vs_spread",
     "tuning_vs_pretraining",
 ]
+
+FIGURES = ("fig_compute_scaling", "fig_dropout", "fig_image_panels", "fig_mapping_schedule", "fig_model_size",
+           "fig_pareto", "fig_sweep", "fig_sweep_heatmap", "fig_training_curve", "save_figure")
+
+
+def __getattr__(name: str):
+    """The figure functions, imported on first use: they load matplotlib, which a table or a fit does not need."""
+    if name in FIGURES:
+        from . import figures
+
+        return getattr(figures, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,6 +25,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from .frames import fit_points, seed_summary
+from .labels import axis_label, scaled_axis
 from .pareto import pareto_frontier
 from .powerlaw import PowerLawFit, fit_power_law
 from .saturating import SaturatingFit, fit_saturating
@@ -46,52 +47,6 @@ STYLE: dict[str, Any] = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-AXIS_LABELS = {
-    "normalized_compute": "training compute (× 12.8 M images)",
-    "train_flops": "training compute (FLOPs)",
-    "model_gflops": "model GFLOPs per forward pass",
-    "gflops": "model GFLOPs per forward pass",
-    "mparams": "parameters (M)",
-    "inference_cost": "inference cost (NFE × GFLOPs)",
-    "dropout": "dropout rate",
-    "network.dropout": "dropout rate",
-    "step": "training iterations",
-    "optim.lr": "learning rate",
-    "ect.q": "q (Δt shrinking factor)",
-    "ect.weighting": "timestep weighting w(t)",
-    "ect.adaptive_c": "adaptive weighting c",
-    "network.model_channels": "model channels",
-    "schedule.iterations": "tuning iterations",
-    "fid": "FID",
-    "fd_inception": "FID",
-    "fd_dinov2": "FD (DINOv2)",
-}
-
-
-FLOP_COLUMNS = {"train_flops": "training compute, own run only", "total_flops": "total training compute incl. pretraining",
-                "init_chain_flops": "pretraining compute", "sampling_flops": "sampling cost per image (NFE × forward)"}
-SI_PREFIXES = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
-
-
-def axis_label(column: str) -> str:
-    """Axis text for a column: its quantity and unit where known, else the column name."""
-    return AXIS_LABELS.get(column, column)
-
-
-def scaled_axis(df: pd.DataFrame, column: str) -> tuple[pd.Series, str]:
-    """The values to draw for `column` and their axis text: the one place that turns a cost column into an axis.
-
-    FLOP counts are shown in the SI unit that keeps their median between 1 and 1000 ("training compute
-    (GFLOPs)", ticks 200, 500, 1000 rather than 2e+11); other columns as they are, labelled by `axis_label`.
-    """
-    values = df[column]
-    if column not in FLOP_COLUMNS:
-        return values, axis_label(column)
-    typical = float(values.dropna().abs().median()) if values.notna().any() else 1.0
-    scale, prefix = next(((f, p) for f, p in SI_PREFIXES if typical >= f), (1.0, ""))
-    return values.astype(float) / scale, f"{FLOP_COLUMNS[column]} ({prefix}FLOPs)"
-
 
 def _reference_lines(ax: Axes, references: Mapping[str, float | None] | None) -> None:
     """Labelled horizontal lines at reference values of the metric (the diffusion sampler, the real-data floor)."""
