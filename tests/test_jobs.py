@@ -139,8 +139,8 @@ needs_unshare = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def cluster_run() -> dict:
+@pytest.fixture(scope="session")  # not "module": pytest tears a module fixture down whenever another module's
+def cluster_run() -> dict:           # test runs in between, as under xdist, and the cluster was then started twice
     """Run tests/cluster_scenario.py once in its own namespaces; its result for the tests below."""
     workdir = Path(tempfile.mkdtemp(prefix="ect-jobs-", dir="/tmp"))
     proc = subprocess.Popen(["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child",
