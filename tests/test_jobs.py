@@ -139,8 +139,10 @@ needs_unshare = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")  # not "module": pytest tears a module fixture down whenever another module's
-def cluster_run() -> dict:           # test runs in between, as under xdist, and the cluster was then started twice
+# session, not module: under xdist another module's tests can run between the two that use it, and pytest then
+# tears a module fixture down and starts the cluster a second time
+@pytest.fixture(scope="session")
+def cluster_run() -> dict:
     """Run tests/cluster_scenario.py once in its own namespaces; its result for the tests below."""
     workdir = Path(tempfile.mkdtemp(prefix="ect-jobs-", dir="/tmp"))
     proc = subprocess.Popen(["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child",
