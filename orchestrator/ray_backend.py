@@ -22,12 +22,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import psutil
 
 from .diskfull import disk_full_message, is_disk_full
-from .store import Store
+
+if TYPE_CHECKING:  # the driver's side only: a trial unpickles this module and must not pay for SQLAlchemy and Alembic
+    from .store import Store
 
 # Tune's report keys we add; everything else in a result dict is Tune's own bookkeeping.
 KIND = "ect_kind"

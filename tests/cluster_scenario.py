@@ -108,24 +108,15 @@ def main(workdir: Path) -> dict:
     client = connect(DASHBOARD)
     db, storage = workdir / "ect.db", workdir / "storage"
     common = ["--address", DASHBOARD, "--db", str(db), "--storage", str(storage)]
-    done, stop = workdir / "done.yaml", workdir / "stop.yaml"
-    done.write_text(yaml.safe_dump(spec("done", iterations=80)))
+    stop = workdir / "stop.yaml"
     stop.write_text(yaml.safe_dump(spec("stop", iterations=1600)))
     r: dict[str, Any] = {}
 
-    r["relative_storage"] = ect(e, "study", "submit", str(done), "--address", DASHBOARD, "--db", str(db),
-                                "--storage", "ect-store")
-    # 1. submit, watch, see it complete
-    r["submit"] = ect(e, "study", "submit", str(done), *common)
-    r["status_early"] = ect(e, "study", "status", "done", "--db", str(db), "--json")
-    r["logs_follow"] = ect(e, "study", "logs", "done", "--db", str(db), "--follow")
-    r["status_done"] = ect(e, "study", "status", "done", "--db", str(db), "--json")
-    r["logs"] = ect(e, "study", "logs", "done", "--db", str(db))
-
-    # 2. two submissions of one study at once, then cancel it mid-run
+    # 1. two submissions of one study at once (one is refused), see it running, then cancel it mid-run
     both = [subprocess.Popen([str(BIN / "ect"), "study", "submit", str(stop), *common], env=e, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     r["twice"] = [{"rc": p.wait(timeout=600), "stdout": p.stdout.read(), "stderr": p.stderr.read()} for p in both]
+    r["status_early"] = ect(e, "study", "status", "stop", "--db", str(db), "--json")
     wait_for(lambda: len([x for x in runs(db) if x["status"] == "running" and x["checkpoint"]]) == 2, 300,
              "both runs of `stop` running past their first checkpoint")
     r["cancel"] = ect(e, "study", "cancel", "stop", "--db", str(db), "--grace", "0")  # its Ray Job is stopped at once
@@ -134,10 +125,11 @@ def main(workdir: Path) -> dict:
     r["job_at_cancel"] = str(client.get_job_status(json.loads(
         ect(e, "study", "status", "stop", "--db", str(db), "--json")["stdout"])["job"]["job_id"]))
 
-    # 3. submit it again: it resumes from the checkpoints to completion
+    # 2. submit it again: it resumes from the checkpoints; follow its logs until it completes
     r["resubmit"] = ect(e, "study", "submit", str(stop), *common)
-    r["resume_logs"] = ect(e, "study", "logs", "stop", "--db", str(db), "--follow")
-    r["status_resumed"] = ect(e, "study", "status", "stop", "--db", str(db), "--json")
+    r["logs_follow"] = ect(e, "study", "logs", "stop", "--db", str(db), "--follow")
+    r["status_done"] = ect(e, "study", "status", "stop", "--db", str(db), "--json")
+    r["logs"] = ect(e, "study", "logs", "stop", "--db", str(db))
     r["after"] = runs(db)
     return r
 

@@ -6,6 +6,8 @@ import io
 import json
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -32,12 +34,29 @@ def test_digits_shape_range_labels(res: int) -> None:
     assert set(d.labels.tolist()) == set(range(10)) and d.num_classes == 10
 
 
-def test_digits_values_are_v_over_16() -> None:
+def test_digits_are_sklearns_load_digits_read_without_importing_it() -> None:
     from sklearn.datasets import load_digits
 
+    ref = load_digits()
     d = load_dataset(DigitsData(resolution=8))
-    expected = torch.from_numpy(load_digits().images[0]).float() / 8.0 - 1.0
-    assert torch.allclose(d.x[0, 0], expected)
+    assert torch.equal(d.x, torch.from_numpy(ref.images).float().unsqueeze(1) / 8.0 - 1.0)
+    assert torch.equal(d.labels, torch.from_numpy(ref.target).long())
+
+
+@pytest.mark.parametrize("seed,noise", [(0, 0.0), (3, 0.5)])
+def test_swissroll_is_sklearns_make_swiss_roll(seed: int, noise: float) -> None:
+    from sklearn.datasets import make_swiss_roll
+
+    pts, _ = make_swiss_roll(n_samples=300, noise=noise, random_state=seed)
+    d = load_dataset(SwissRollData(num_samples=300, seed=seed, noise=noise))
+    assert torch.equal(d.x, torch.from_numpy(pts[:, [0, 2]] / 15.0).float())
+
+
+def test_loading_the_bundled_datasets_does_not_import_sklearn() -> None:
+    code = ("import sys; from trainer.config import DigitsData, SwissRollData; from trainer.data import load_dataset; "
+            "load_dataset(DigitsData()); load_dataset(SwissRollData()); print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_swissroll_shape_and_determinism() -> None:

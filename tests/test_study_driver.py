@@ -1,6 +1,7 @@
 """The study driver through real Ray: runs start as soon as their own pretraining completes, plain
 progress lines when stdout is not a terminal, and a cancel or a signal that stops the trials."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -92,11 +94,31 @@ def test_a_tuning_run_starts_before_the_last_pretraining_ends(tmp_path, ray_sess
     assert any("study: 6/6 runs done" in ln and "estimated time left" in ln for ln in lines), res.stdout
 
 
-def driver(tmp_path: Path, *args: str) -> subprocess.Popen:
-    """`ect ARGS` as a foreground driver in its own session (its Ray in a private temp dir)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_TMPDIR": tempfile.mkdtemp(prefix="ect-ray-", dir="/tmp")}
+def driver(tmp_path: Path, *args: str, own_ray: bool = False) -> subprocess.Popen:
+    """`ect ARGS` as a foreground driver in its own session: joining this test session's Ray (a local Ray of its own
+    costs about 10 CPU-s to start), or with `own_ray` starting one in a private temp dir, as on a laptop."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if own_ray:
+        env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ect-ray-", dir="/tmp")
+    else:
+        import ray
+
+        args = (*args, "--address", ray.get_runtime_context().gcs_address)
     return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def trial_processes() -> list[psutil.Process]:
+    """The Tune trial processes (`ray::ImplicitFunc`) of this test session's Ray: its raylet's children."""
+    import ray._private.worker as ray_worker
+
+    raylet = psutil.Process(ray_worker._global_node.all_processes["raylet"][0].process.pid)
+    found = []
+    for p in raylet.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "ImplicitFunc" in p.name() or "ImplicitFunc" in " ".join(p.cmdline()):
+                found.append(p)
+    return found
 
 
 def session_members(sid: int) -> set[int]:
@@ -136,13 +158,18 @@ LONG = {**BASE, "schedule": {"batch_size": 32, "iterations": LONG_ITERATIONS, "l
 def test_a_signal_stops_the_driver_and_resume_continues(tmp_path, ray_session, signum):
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
     spec = write_study(tmp_path, name="sig", kind="custom", base=LONG, variants=[{"label": "a", "overrides": {}}])
-    proc = driver(tmp_path, "study", "run", str(spec), "--db", db, "--storage", storage)
+    # Ctrl-C is a laptop's case: the driver's own local Ray must go with it; SIGTERM (`kill`, a scheduler's
+    # preemption) on a driver joined to a cluster must stop its trials there
+    own_ray = signum == signal.SIGINT
+    proc = driver(tmp_path, "study", "run", str(spec), "--db", db, "--storage", storage, own_ray=own_ray)
     try:
         wait_for(lambda: proc.poll() is not None or running_with_checkpoint(db, "sig") is not None, 180,
                  "a running run with a checkpoint")
         assert proc.poll() is None, proc.communicate()
-        members = session_members(proc.pid)
-        assert len(members) > 1  # the driver and Ray's processes (GCS, raylet, workers)
+        if own_ray:
+            assert len(session_members(proc.pid)) > 1  # the driver and its Ray's processes (GCS, raylet, workers)
+        else:
+            assert trial_processes()
         # SIGINT as a terminal's Ctrl-C sends it: to the whole process group; SIGTERM as `kill` does: to the driver
         (os.killpg if signum == signal.SIGINT else os.kill)(proc.pid, signum)
         _, stderr = proc.communicate(timeout=120)
@@ -153,6 +180,7 @@ def test_a_signal_stops_the_driver_and_resume_continues(tmp_path, ray_session, s
     assert "Traceback" not in stderr and "error: " not in stderr, stderr
     assert f"interrupted by {signal.Signals(signum).name}" in stderr
     wait_for(lambda: not session_members(proc.pid), 60, f"no process left of session {proc.pid}")
+    wait_for(lambda: not trial_processes(), 60, "the trial to end on the cluster")
     store = Store(database_url(db))
     run = store.runs_frame("sig").iloc[0]
     assert run["status"] == "interrupted" and store.study("sig").status == "interrupted"
@@ -167,8 +195,7 @@ def test_a_signal_stops_the_driver_and_resume_continues(tmp_path, ray_session, s
 @pytest.mark.slow
 def test_cancel_stops_a_running_driver_and_resume_continues(tmp_path, ray_session):
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
-    spec = write_study(tmp_path, name="stop", kind="custom", base=LONG, seeds=[0, 1],
-                       variants=[{"label": "a", "overrides": {}}])
+    spec = write_study(tmp_path, name="stop", kind="custom", base=LONG, variants=[{"label": "a", "overrides": {}}])
     proc = driver(tmp_path, "study", "run", str(spec), "--db", db, "--storage", storage)
     try:
         wait_for(lambda: proc.poll() is not None or running_with_checkpoint(db, "stop") is not None, 180,
@@ -182,6 +209,7 @@ def test_cancel_stops_a_running_driver_and_resume_continues(tmp_path, ray_sessio
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 1 and "study stop: cancelled" in stderr and "Traceback" not in stderr, stderr
     wait_for(lambda: not session_members(proc.pid), 60, f"no process left of session {proc.pid}")
+    wait_for(lambda: not trial_processes(), 60, "the trial to end on the cluster")
     store = Store(database_url(db))
     runs = store.runs_frame("stop")
     assert set(runs["status"]) == {"cancelled"} and store.study("stop").status == "cancelled"

@@ -15,6 +15,8 @@ in-memory run of the same data would.
 from __future__ import annotations
 
 import codecs
+import gzip
+import importlib.util
 import io
 import json
 import os
@@ -121,22 +123,34 @@ def load_dataset(cfg: Any) -> "AnyDataset":
 
 def _digits(cfg: Any) -> Dataset:
     """scikit-learn's bundled 8x8 digits (values 0..16), bilinearly upsampled to `cfg.resolution`."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.from_numpy(d.images).float().unsqueeze(1) / 16.0 * 2.0 - 1.0
+    table = np.loadtxt(gzip.open(_sklearn_data_file("digits.csv.gz"), "rt"), delimiter=",")
+    images, labels = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)  # as sklearn's load_digits
+    x = torch.from_numpy(images).float().unsqueeze(1) / 16.0 * 2.0 - 1.0
     if cfg.resolution != x.shape[-1]:
         x = F.interpolate(x, size=(cfg.resolution, cfg.resolution), mode="bilinear", align_corners=False)
         x = x.clamp(-1.0, 1.0)
-    return Dataset(x.contiguous(), torch.from_numpy(d.target).long(), 10, "digits")
+    return Dataset(x.contiguous(), torch.from_numpy(labels), 10, "digits")
+
+
+def _sklearn_data_file(name: str) -> Path:
+    """A data file bundled with scikit-learn, found without importing it (the import costs 2.5 CPU-s, which every
+    training process would pay)."""
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name if spec else None
+    if path is None or not path.is_file():
+        raise DataError(f"{name}: scikit-learn's bundled data file not found (pip install scikit-learn)")
+    return path
 
 
 def _swissroll(cfg: Any) -> Dataset:
-    """The 2-D swiss roll (columns 0 and 2 of scikit-learn's 3-D one), divided by `SWISSROLL_SCALE`."""
-    from sklearn.datasets import make_swiss_roll
-
-    pts, _ = make_swiss_roll(n_samples=cfg.num_samples, noise=cfg.noise, random_state=cfg.seed)
-    x = torch.from_numpy(pts[:, [0, 2]] / SWISSROLL_SCALE).float()
+    """The 2-D swiss roll (columns 0 and 2 of scikit-learn's 3-D one, computed as its `make_swiss_roll` does,
+    draw for draw), divided by `SWISSROLL_SCALE`."""
+    rng = np.random.RandomState(cfg.seed)
+    t = 1.5 * np.pi * (1 + 2 * rng.uniform(size=cfg.num_samples))
+    height = 21 * rng.uniform(size=cfg.num_samples)
+    pts = np.vstack((t * np.cos(t), height, t * np.sin(t)))
+    pts += cfg.noise * rng.standard_normal(size=(3, cfg.num_samples))
+    x = torch.from_numpy(pts.T[:, [0, 2]] / SWISSROLL_SCALE).float()
     return Dataset(x, None, 0, "swissroll")
 
 
