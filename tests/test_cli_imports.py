@@ -8,13 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import synthetic_store
+
 from orchestrator.store import Store, database_url
-from orchestrator.study_runner import register
-from studies.spec import load_study
 
 HEAVY = ("torch", "scipy", "matplotlib", "pandas", "ray", "sqlalchemy", "alembic", "requests")
 REPO = Path(__file__).resolve().parents[1]
-PRESET = REPO / "studies" / "presets" / "mini" / "compute_scaling.yaml"
 
 
 def run_probe(code: str) -> tuple[list[str], str]:
@@ -42,23 +41,11 @@ def test_help_loads_no_heavy_library():
     assert loaded == [] and "runs" in printed and "study" in printed
 
 
-def study_store(path: Path) -> str:
-    """A store holding the mini compute-scaling study, its runs completed with FDs at NFE 1 and 2 (no training)."""
-    url = database_url(str(path))
-    store = Store(url)
-    runs, _ = register(store, load_study(PRESET))
-    for i, r in enumerate(runs):
-        for nfe in (1, 2):
-            store.add_evaluation(r.run_id, step=10, nfe=nfe, metric="fd_digits", value=100.0 / (i + nfe),
-                                 extractor="digits-cnn-v1", num_samples=100, sampler="consistency")
-        store.update_run(r.run_id, status="completed", step=10)
-    return url
-
-
 def test_runs_list_loads_the_store_and_pandas_only(tmp_path):
     """`ect runs list` on a study's store (varied keys, evaluation columns) opens it read-only with SQLAlchemy and
     builds frames with pandas: no Alembic (the store is at the head revision), no scipy, matplotlib, torch or ray."""
-    loaded, printed = run_probe(cli("runs", "list", "--db", study_store(tmp_path / "ect.db")))
+    store, _ = synthetic_store.build(tmp_path / "ect.db")  # the README's main study, as if it had run
+    loaded, printed = run_probe(cli("runs", "list", "--db", store.url))
     assert loaded == ["pandas", "sqlalchemy"]
     assert "runs, in store order" in printed and "fd_digits@2" in printed and "budget-2e0" in printed
 
