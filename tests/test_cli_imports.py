@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import synthetic_store
-
 from orchestrator.store import Store, database_url
 
 HEAVY = ("torch", "scipy", "matplotlib", "pandas", "ray", "sqlalchemy", "alembic", "requests")
