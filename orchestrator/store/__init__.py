@@ -10,6 +10,7 @@ opened read-only is never changed. Database errors surface as one-line `StoreErr
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from contextlib import contextmanager
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import case, create_engine, event, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -262,8 +262,10 @@ class Store:
             raise self._fail(e) from None
 
     def _insert(self) -> Any:
-        """The dialect's INSERT with ON CONFLICT (SQLite and PostgreSQL)."""
-        return {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[self.engine.dialect.name]
+        """The dialect's INSERT with ON CONFLICT (SQLite and PostgreSQL; imported here, so that reading an SQLite
+        store does not load the PostgreSQL dialect)."""
+        module = {"sqlite": "sqlalchemy.dialects.sqlite", "postgresql": "sqlalchemy.dialects.postgresql"}
+        return importlib.import_module(module[self.engine.dialect.name]).insert
 
     def _serialize(self, s: Session) -> None:
         """Make this check-then-insert transaction the only one of its kind until it ends (two drivers registering
