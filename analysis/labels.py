@@ -7,7 +7,7 @@ import pandas as pd
 
 AXIS_LABELS = {
     "normalized_compute": "training compute (× 12.8 M images)",
-    "train_flops": "training compute (FLOPs)",
+    "images_seen": "training images seen",
     "model_gflops": "model GFLOPs per forward pass",
     "gflops": "model GFLOPs per forward pass",
     "mparams": "parameters (M)",
@@ -27,13 +27,18 @@ AXIS_LABELS = {
 }
 
 
-FLOP_COLUMNS = {"train_flops": "training compute, own run only", "total_flops": "total training compute incl. pretraining",
-                "init_chain_flops": "pretraining compute", "sampling_flops": "sampling cost per image (NFE × forward)"}
+# FLOP counts: their text with `{unit}` where the unit goes (FLOPs, or GFLOPs etc. when scaled).
+FLOP_COLUMNS = {"train_flops": "training compute, own run only ({unit})",
+                "total_flops": "total training compute incl. pretraining ({unit})",
+                "init_chain_flops": "pretraining compute ({unit})",
+                "sampling_flops": "sampling cost per image (NFE × forward {unit})"}
 SI_PREFIXES = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
 
 def axis_label(column: str) -> str:
     """Axis text for a column: its quantity and unit where known, else the column name."""
+    if column in FLOP_COLUMNS:
+        return FLOP_COLUMNS[column].format(unit="FLOPs")
     return AXIS_LABELS.get(column, column)
 
 
@@ -48,4 +53,4 @@ def scaled_axis(df: pd.DataFrame, column: str) -> tuple[pd.Series, str]:
         return values, axis_label(column)
     typical = float(values.dropna().abs().median()) if values.notna().any() else 1.0
     scale, prefix = next(((f, p) for f, p in SI_PREFIXES if typical >= f), (1.0, ""))
-    return values.astype(float) / scale, f"{FLOP_COLUMNS[column]} ({prefix}FLOPs)"
+    return values.astype(float) / scale, FLOP_COLUMNS[column].format(unit=f"{prefix}FLOPs")

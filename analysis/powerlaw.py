@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from ._checks import positive_xy
+
+# scipy is imported inside the functions that need it (a p-value, a quantile): `import analysis` stays light.
 
 INTERVAL_METHOD = "t interval, OLS SE, n - 2 dof"
 
@@ -85,6 +86,8 @@ def pearson_loglog(x: Any, y: Any, x_name: str = "x", y_name: str = "y") -> tupl
 def _pearson(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """r and its two-sided p-value under independence: r is Beta(n/2 - 1, n/2 - 1) on [-1, 1], the
     distribution scipy.stats.pearsonr uses; scipy.special keeps scipy.stats' import cost out."""
+    from scipy import special
+
     da, db = a - a.mean(), b - b.mean()
     r = float(np.clip((da * db).sum() / np.sqrt((da**2).sum() * (db**2).sum()), -1.0, 1.0))
     ab = a.size / 2 - 1
@@ -93,6 +96,8 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 def t_quantile(ci: float, dof: int) -> float:
     """The two-sided `ci` quantile of Student's t with `dof` degrees of freedom."""
+    from scipy import special
+
     return float(special.stdtrit(dof, 0.5 * (1 + ci)))
 
 

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from ._checks import positive_xy
 from .powerlaw import t_quantile
@@ -176,6 +175,8 @@ def _floor_test(rss0: float, rss1: float, n: int) -> float:
         return 1.0
     if rss1 <= 1e-12 * rss0:
         return 0.0
+    from scipy import special  # here, not at the top: listing results need not load scipy
+
     return float(special.fdtrc(1, dof, (rss0 - rss1) / (rss1 / dof)))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
 T_MIN = 0.002
 T_MAX = 80.0
@@ -17,6 +16,8 @@ T_MAX = 80.0
 
 def mapping_ratio(t: np.ndarray | float, a: int, q: float, k: float = 8.0, b: float = 1.0) -> np.ndarray:
     """r/t at noise level(s) t and stage a: max(0, 1 - (1 + k * sigmoid(-b t)) / q^a)."""
+    from scipy.special import expit  # here, not at the top: `import analysis` need not load scipy
+
     n_t = 1.0 + k * expit(-b * np.asarray(t, dtype=float))
     return np.maximum(0.0, 1.0 - n_t / float(q) ** a)
 

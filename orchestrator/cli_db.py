@@ -7,8 +7,6 @@ from typing import Optional
 import typer
 
 from .common import DB_OPTION, clean_errors, open_store, out
-from .store import redact
-from .store.migrate import head
 
 app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 
@@ -16,6 +14,9 @@ app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 @app.command("upgrade")
 def upgrade_cmd(db: Optional[str] = DB_OPTION) -> None:
     """Upgrade a store written by an older ect to this ect's schema, in place (any writing command also does)."""
+    from .store import redact
+    from .store.migrate import head
+
     with clean_errors():
         store = open_store(db, create=False)
     before = f"upgraded from revision {store.migrated_from} to" if store.migrated_from else "already at revision"

@@ -16,11 +16,15 @@ from trainer.config import ConfigError, did_you_mean
 from .cli_options import print_json
 from .common import DB_OPTION, clean_errors, open_store, out
 from .outputs import atomic_file, check_file_target
-from .query import FilterError, condition, parse_where
-from .store import STATUSES, Run, Store, StudyRun, flatten
+from .store_names import STATUSES
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .store import Run, Store
+
+# The store and its queries (SQLAlchemy), pandas and the analysis are imported inside the commands, so that
+# `ect --help` does not load them.
 
 Status = Enum("Status", {s: s for s in STATUSES}, type=str)  # the store's run statuses, as CLI choices
 
@@ -35,6 +39,9 @@ def select_runs(store: Store, where: list[str], study: Optional[str], status: Op
     """Runs matching every filter (bound parameters only), as a DataFrame, sorted by `sort` (a run column, config
     key or evaluation column such as `fd_digits@2`; '-' first for descending), which is then one of its columns."""
     from sqlalchemy import select
+
+    from .query import FilterError, condition, parse_where
+    from .store import Run, StudyRun
 
     if study:
         store.study(study)  # an unknown study is an error, not an empty list
@@ -107,6 +114,8 @@ def with_results(store: Store, runs: pd.DataFrame) -> pd.DataFrame:
 
 def resolve_column(df: pd.DataFrame, name: str, option: str) -> str:
     """A column by exact name or unique config-key suffix (`lr` for optim.lr); else a usage error with the closest."""
+    from .query import FilterError
+
     if name in df.columns:
         return name
     matches = [c for c in df.columns if str(c).endswith("." + name)]
@@ -123,6 +132,8 @@ def resolve_column(df: pd.DataFrame, name: str, option: str) -> str:
 
 
 def _one_format(json_out: bool, csv_out: bool) -> None:
+    from .query import FilterError
+
     if json_out and csv_out:
         raise FilterError("--json and --csv: choose one output format")
 
@@ -180,6 +191,8 @@ def config_diff(store: Store, run: Run) -> tuple[str | None, dict[str, dict[str,
 
     from studies.spec import stored_spec
 
+    from .store import StudyRun, flatten
+
     with store.session() as s:
         study = s.scalar(select(StudyRun.study).where(StudyRun.run_id == run.run_id).order_by(StudyRun.study))
     mine = flatten(json.loads(run.config_json))
@@ -195,6 +208,8 @@ def config_diff(store: Store, run: Run) -> tuple[str | None, dict[str, dict[str,
 def show_cmd(run_id: str = typer.Argument(..., help="Run id or a prefix of it (at least 4 characters, or one that lists the runs it matches)."),
              db: Optional[str] = DB_OPTION, json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """One run: its record, its resolved config as a diff against its study's base config, and every evaluation."""
+    from .store import Run
+
     with clean_errors():
         store = open_store(db, create=False, readonly=True)
         run = store.run(run_id)

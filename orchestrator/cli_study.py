@@ -17,16 +17,18 @@ from .cli_evaluate import evaluate_cmd
 from .console import study_view
 from .cli_options import PEAK_TFLOPS, POINTS_OPTION, UTILIZATION, FitPoints, gpu_hours, print_json
 from .common import DASHBOARD_OPTION, DB_OPTION, RUNTIME, STORAGE_OPTION, TRACK_OPTION, clean_errors, err, existing_store, open_store, out
-from .jobs import GRACE_S, job_state, stop_submitted
-from .jobs import logs as job_logs
-from .jobs import submit as submit_job
 from .outputs import atomic_dir, check_dir_target, moved
-from .store import FINISHED, STALE_SECONDS, Store, StoreError, redact
-from .study_runner import StopRequest, execute, plan, register
-from .tracking import fan_out, live_tracking, tracker_for
+from .store_names import FINISHED, STALE_SECONDS
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .store import Store
+
+# The store (SQLAlchemy), the study driver, Ray Jobs (requests) and tracking are imported inside the commands
+# that use them, so that `ect --help` does not load them.
+
+GRACE_S = 10.0  # cancel: the time a submitted driver gets to stop its trials itself before its job is stopped
 
 app = typer.Typer(help="Declare, submit and follow studies.", no_args_is_help=True)
 app.command("evaluate")(evaluate_cmd)
@@ -77,6 +79,8 @@ def plan_cmd(
 ) -> None:
     """Print the runs a study expands to, which already exist in the store, and each run's and the total
     training compute in FLOPs and GPU-hours (FLOPs / (peak TFLOP/s x utilisation), both stated)."""
+    from .study_runner import plan
+
     with clean_errors():
         spec = load_study(spec_file)
         store = existing_store(db)
@@ -111,6 +115,8 @@ def _submit(store: Store, spec: StudySpec, storage: Path, address: Optional[str]
     import time
 
     from .ray_backend import RayBackend, check_gpus, init_ray
+    from .study_runner import StopRequest, execute, register
+    from .tracking import fan_out, live_tracking, tracker_for
     from .validation import input_errors
 
     tracker = tracker_for(track or spec.tracking)  # a bad value is a usage error before anything runs
@@ -188,6 +194,8 @@ def submit_cmd(
     storage: Path = typer.Option(..., "--storage", help="Root of run directories and checkpoints: an absolute path that every node sees."),
 ) -> None:
     """Submit a study's driver to a Ray cluster as a Ray Job, print the job id and return."""
+    from .jobs import submit as submit_job
+
     with clean_errors():
         spec = load_study(spec_file)
         job = submit_job(spec, address, db, storage,
@@ -208,6 +216,8 @@ def logs_cmd(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends."),
 ) -> None:
     """The log of a submitted study's driver (its Ray Job)."""
+    from .jobs import logs as job_logs
+
     with clean_errors():
         study = open_store(db, create=False).study(name)
         job_logs(study, follow, lambda text: typer.echo(text, nl=False))
@@ -251,6 +261,8 @@ def status_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Runs of a study with status, step, attempts and compute; a failed run's last error lines and traceback file."""
+    from .jobs import job_state
+
     with clean_errors():
         store = open_store(db, create=False, readonly=True)
         study = store.study(name)
@@ -421,6 +433,9 @@ def sync_tracking_cmd(
     track: Optional[str] = TRACK_OPTION,
 ) -> None:
     """Upload to the tracker whatever of a study it lacks (runs, params, metrics, report); safe to repeat."""
+    from .store import StoreError, redact
+    from .tracking import tracker_for
+
     with clean_errors():
         store = open_store(db, create=False, readonly=True)
         target = track or stored_spec(store.study(name).spec_yaml, f"study {name!r} (stored spec)").tracking
@@ -467,6 +482,9 @@ def cancel_cmd(
     """Cancel a study: its unfinished runs are marked cancelled, and a driver running it stops their trials
     within seconds (their checkpoints stay; `ect study resume` continues them); a submitted study's Ray Job
     is stopped if its driver has not ended after `--grace` seconds."""
+    from .jobs import stop_submitted
+    from .store import StoreError
+
     with clean_errors():
         store = open_store(db, create=False)
         store.study(name)
@@ -489,6 +507,8 @@ def study_rows(store: Store) -> list[dict]:
 @app.command("list")
 def list_cmd(db: Optional[str] = DB_OPTION, json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Studies in the store."""
+    from .store import redact
+
     with clean_errors():
         store = open_store(db, create=False, readonly=True)
         rows = study_rows(store)
@@ -503,4 +523,4 @@ def list_cmd(db: Optional[str] = DB_OPTION, json_out: bool = typer.Option(False,
     out.print(table)
 
 
-__all__ = ["app", "ConfigError", "StoreError"]
+__all__ = ["app", "ConfigError"]

@@ -33,7 +33,6 @@ from trainer.config import ConfigError
 from .store import Store, Study, database_url, redact
 from .study_runner import register
 
-GRACE_S = 10.0  # cancel: the time a submitted driver gets to stop its trials itself before its job is stopped
 STOP_WAIT_S = 60.0  # then the time Ray gets to end the job (SIGTERM, then SIGKILL after 3 s)
 TIMEOUT_S = 5.0  # connect and answer timeout of the checks before the Jobs client is used (which has none)
 LIVE = ("PENDING", "RUNNING")
@@ -275,7 +274,7 @@ def _wait(client: Any, job_id: str, seconds: float) -> str | None:
         time.sleep(1.0)
 
 
-def stop_submitted(store: Store, name: str, grace: float = GRACE_S) -> JobRef | None:
+def stop_submitted(store: Store, name: str, grace: float) -> JobRef | None:
     """After `cancel` has marked the study: give its submitted driver `grace` seconds to stop, then stop its job.
 
     Returns the job with its final state (or why it is unknown), None if the study has no job that may be live.

@@ -58,21 +58,19 @@ def resolve_column(df: pd.DataFrame, name: str) -> str:
     raise ValueError(f"no column {name!r} in this study's results (have: {', '.join(map(str, df.columns[:40]))})")
 
 
-# --x choices of fits, frontiers and figures: (column, axis label). Other names resolve as columns (resolve_column).
-X_AXES = {
-    "tuning": ("train_flops", "tuning compute, own run only (FLOPs)"),
-    "total": ("total_flops", "total training compute incl. pretraining (FLOPs)"),
-    "sampling": ("sampling_flops", "sampling cost per image (NFE × forward FLOPs)"),
-    "images": ("images_seen", "training images seen"),
-    "compute": ("normalized_compute", "tuning compute (× 12.8 M images)"),
-}
+# --x choices of fits, frontiers and figures: the column each names. Other names resolve as columns (resolve_column).
+X_AXES = {"tuning": "train_flops", "total": "total_flops", "sampling": "sampling_flops", "images": "images_seen",
+          "compute": "normalized_compute"}
+TUNING_AXES = ("tuning", "compute")  # a tuning run's own compute: "tuning compute" where analysis says "training compute"
 
 
 def x_axis(df: pd.DataFrame, name: str) -> tuple[str, str]:
     """(column, axis label) of an --x choice (tuning, total, sampling, images, compute) or of any column name,
-    alias or config key (labelled as `analysis.axis_label` does)."""
+    alias or config key, labelled by `analysis.axis_label`."""
     if name in X_AXES:
-        return X_AXES[name]
+        column = X_AXES[name]
+        label = axis_label(column)
+        return column, label.replace("training compute", "tuning compute", 1) if name in TUNING_AXES else label
     column = resolve_column(df, name)
     return column, axis_label(column)
 

@@ -3,14 +3,16 @@
 
 import json
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import analysis
 from orchestrator.cli import app
 from orchestrator.cli_analysis import figure_makers
 from orchestrator.cli_options import SamplerChoice, parse_sampler
 from orchestrator.report import compute_totals, runs_table
-from orchestrator.study_frames import study_frame
+from orchestrator.study_frames import X_AXES, study_frame, x_axis
 from synthetic_store import build
 
 runner = CliRunner()
@@ -80,6 +82,21 @@ def test_bad_sampler_choices_are_one_line_usage_errors(store_with_tuned, args, m
     db, _, _ = store_with_tuned
     res = runner.invoke(app, ["analyze", "fit", "--study", STUDY, "--db", db, *args])
     assert res.exit_code == 2 and message in res.stderr and res.stderr.strip().count("\n") == 0, res.output
+
+
+def test_cost_axes_take_their_text_from_the_analysis_labels():
+    """--x choices are labelled by `analysis.axis_label` (a tuning run's own compute called tuning compute), and a
+    scaled FLOP axis keeps the same text with its SI unit."""
+    labels = {name: x_axis(pd.DataFrame(), name) for name in X_AXES}
+    assert labels == {"tuning": ("train_flops", "tuning compute, own run only (FLOPs)"),
+                      "total": ("total_flops", "total training compute incl. pretraining (FLOPs)"),
+                      "sampling": ("sampling_flops", "sampling cost per image (NFE × forward FLOPs)"),
+                      "images": ("images_seen", "training images seen"),
+                      "compute": ("normalized_compute", "tuning compute (× 12.8 M images)")}
+    assert all(label == analysis.axis_label(column) for name, (column, label) in labels.items()
+               if name not in ("tuning", "compute"))
+    values, label = analysis.scaled_axis(pd.DataFrame({"sampling_flops": [2e9, 4e9]}), "sampling_flops")
+    assert label == "sampling cost per image (NFE × forward GFLOPs)" and list(values) == [2.0, 4.0]
 
 
 def test_parse_sampler_forms():

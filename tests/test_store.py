@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.query import FilterError, condition, parse_where
-from orchestrator.store import Run, Store, StoreError, database_url, redact
+from orchestrator.store import Run, Store, StoreError, database_url, migrate, redact
 from studies.spec import StudySpec, dump_spec, expand
 
 runner = CliRunner()
@@ -178,6 +178,21 @@ def test_schema_version_and_foreign_files(tmp_path):
         Store(database_url(str(other)))
     with pytest.raises(StoreError, match="no ECT store here"):
         Store(database_url(str(tmp_path / "fresh.db")), create=False)
+
+
+def test_head_revision_is_alembics_and_stores_are_stamped_with_it(tmp_path):
+    """`migrate.HEAD` (what a store is opened against without importing Alembic) is the head Alembic finds in
+    migrations/versions, and a new store records it; a revision table with two rows is refused in one line."""
+    assert migrate.HEAD == migrate.revisions()[0] and migrate.known(migrate.HEAD)
+    db = tmp_path / "ect.db"
+    Store(database_url(str(db)))
+    con = sqlite3.connect(db)
+    assert con.execute("select version_num from alembic_version").fetchall() == [(migrate.HEAD,)]
+    con.execute("insert into alembic_version values ('0001')")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="several schema revisions"):
+        Store(database_url(str(db)), readonly=True)
 
 
 def test_urls_with_passwords_are_redacted():

@@ -10,8 +10,8 @@ opened read-only is never changed. Database errors surface as one-line `StoreErr
 
 from __future__ import annotations
 
+import importlib
 import json
-import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import case, create_engine, event, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..diskfull import disk_full_message, is_disk_full
+from ..store_names import DEFAULT_DB, FINISHED, STALE_SECONDS, STATUSES, database_url
 from . import migrate
 from .schema import (
     EVALUATION_KEY,
@@ -47,13 +47,7 @@ from .schema import (
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_DB = "sqlite:///ect.db"
 MIGRATE_LOCK, REGISTER_LOCK = 0xEC7_0001, 0xEC7_0002  # PostgreSQL advisory lock keys
-STATUSES = ("pending", "running", "completed", "failed", "diverged", "cancelled", "interrupted")
-FINISHED = ("completed", "diverged")
-# A driver beats its runs' heartbeats every 2 s; one silent for this long is presumed dead: its runs are shown
-# stale and may be claimed by another driver. Generous, so that a driver slowed by a loaded machine keeps its runs.
-STALE_SECONDS = 60.0
 MIN_PREFIX = 4  # a run id prefix shorter than this names a run only by listing it among its matches
 MAX_LISTED = 10  # runs an ambiguous prefix lists
 
@@ -97,12 +91,6 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError, TypeError):
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)  # mask a password even where parsing fails
-
-
-def database_url(db: str | None) -> str:
-    """`--db` value, else $ECT_DB, else ./ect.db. A bare path means an SQLite file."""
-    value = db or os.environ.get("ECT_DB") or DEFAULT_DB
-    return value if "://" in value else f"sqlite:///{value}"
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -274,8 +262,10 @@ class Store:
             raise self._fail(e) from None
 
     def _insert(self) -> Any:
-        """The dialect's INSERT with ON CONFLICT (SQLite and PostgreSQL)."""
-        return {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[self.engine.dialect.name]
+        """The dialect's INSERT with ON CONFLICT (SQLite and PostgreSQL; imported here, so that reading an SQLite
+        store does not load the PostgreSQL dialect)."""
+        module = {"sqlite": "sqlalchemy.dialects.sqlite", "postgresql": "sqlalchemy.dialects.postgresql"}
+        return importlib.import_module(module[self.engine.dialect.name]).insert
 
     def _serialize(self, s: Session) -> None:
         """Make this check-then-insert transaction the only one of its kind until it ends (two drivers registering
