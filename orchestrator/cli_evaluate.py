@@ -7,6 +7,7 @@ missing; each row is written in its own transaction as soon as it is measured.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -54,6 +55,8 @@ def evaluate_cmd(
     tune_range: Optional[str] = typer.Option(None, "--tune-range", show_default=f"the study's evaluate.tune_range, else {_listed(DEFAULTS.tune_range)}", help="Bounds of the searched times, inside (sigma_min, sigma_max)."),
     tune_iterations: Optional[int] = typer.Option(None, "--tune-iterations", min=1, show_default=f"the study's evaluate.tune_iterations, else {_listed(DEFAULTS.tune_iterations)}", help="Golden-section steps per searched time (one measurement each, plus two)."),
     tune_rounds: Optional[int] = typer.Option(None, "--tune-rounds", min=1, show_default=f"the study's evaluate.tune_rounds, else {_listed(DEFAULTS.tune_rounds)}", help="Coordinate-search sweeps over the times of 3- and 4-step sampling."),
+    tune_samples: Optional[int] = typer.Option(None, "--tune-samples", min=2, show_default="the study's evaluate.tune_samples, else --samples", help="Samples per measurement of the search (the tuned sampler is then measured with --samples)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, show_default="the number of CPU cores; 1 on a GPU", help="Runs measured at once, each in its own process on one CPU thread."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score the checkpoints of a study's runs with other samplers, metrics or sample counts (never trains).
@@ -65,17 +68,19 @@ def evaluate_cmd(
         store = open_store(db, create=False)
         declared = stored_spec(store.study(name).spec_yaml, f"study {name!r} (stored spec)").evaluate
         plan = _settings(declared, steps, mid_times, heun_steps, metric, samples, seed, tune, tune_range,
-                         tune_iterations, tune_rounds)
-        rows = evaluate_study(store, name, plan, weights, cli_device(device), storage)
+                         tune_iterations, tune_rounds, tune_samples)
+        dev = cli_device(device)
+        rows = evaluate_study(store, name, plan, weights, dev, storage,
+                              workers or (1 if dev.type == "cuda" else os.cpu_count() or 1))
     _show(rows, name, json_out)
 
 
 def _settings(declared: Evaluate, steps: str | None, mid_times: str | None, heun_steps: int | None,
               metric: str | None, samples: int | None, seed: int | None, tune: str | None, tune_range: str | None,
-              tune_iterations: int | None, tune_rounds: int | None) -> Evaluate:
+              tune_iterations: int | None, tune_rounds: int | None, tune_samples: int | None) -> Evaluate:
     """The study's `evaluate:` section with the options given on the command line in its place."""
     given: dict = {"heun_steps": heun_steps, "metric": metric, "num_samples": samples, "seed": seed,
-                   "tune_iterations": tune_iterations, "tune_rounds": tune_rounds}
+                   "tune_iterations": tune_iterations, "tune_rounds": tune_rounds, "tune_samples": tune_samples}
     if steps is not None:
         given["steps"] = _numbers(steps, "--steps", int)
         if min(given["steps"]) < 1:

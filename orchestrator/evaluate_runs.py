@@ -1,11 +1,20 @@
 """The work of `ect study evaluate`: the study's checkpoints, the samplers to measure on each, the measurements
 (and intermediate-time searches) not stored yet, each row written in its own transaction as soon as measured.
+
+Runs are measured in `workers` processes at once (one CPU thread each, so a value does not depend on how many
+there are: a 2-step FD of a digits UNet took 0.92 s on one thread and 0.77 s on two, a Zen 4, so two processes
+measure 1.7x as fast as one process on both cores). Only this process writes the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from pydantic import ValidationError
@@ -16,7 +25,7 @@ from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from trainer.config import (ConfigError, EvalConfig, SamplingConfig, TrainConfig, check_mid_times,
                             format_validation_error)
 from trainer.data import load_dataset
-from trainer.evaluation import Evaluator, extractor_name
+from trainer.evaluation import EvalResult, Evaluator, extractor_name
 from trainer.loop import load_model
 from trainer.reporter import NullReporter
 from trainer.sampling import ConsistencySampler, Sampler, params_json, sampler_for
@@ -25,23 +34,46 @@ from trainer.schedule_search import TunedSampler, default_start, search_mid_time
 from .store import Evaluation, Store
 from .study_runner import run_dir
 
+_EVALUATORS: dict[str, Evaluator] = {}  # per process: extractor and reference statistics, built once per setting
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """What is still to be measured on one run's checkpoint (picklable: it crosses to a worker process)."""
+
+    run_id: str
+    label: str
+    path: Path
+    step: int
+    cfg: TrainConfig
+    todo: list[Sampler]
+    tunes: list[tuple[int, dict]]  # (steps, search record) of each search not stored yet
+    plan: Evaluate
+
 
 def evaluate_study(store: Store, name: str, plan: Evaluate, weights: Path | None, dev: torch.device,
-                   storage: Path) -> list[dict]:
-    """Measure and store what `plan` asks of every run's checkpoint that is not stored yet; a row per evaluation
-    asked for (stored before or new). Every input is checked, and every extractor loaded, before the first write."""
+                   storage: Path, workers: int = 1) -> list[dict]:
+    """Measure and store what `plan` asks of every run's checkpoint that is not stored yet, in `workers` processes;
+    a row per evaluation asked for (stored before or new). Every input is checked, and every extractor loaded,
+    before the first write."""
     checkpoints = _checkpoints(store, name, storage)
-    evaluators: dict[str, Evaluator] = {}
     options = _eval_updates(plan.metric, plan.num_samples, plan.seed, weights)
-    bounds = list(plan.tune_range) if plan.tune else None
-    plans = [_plan(store, run_id, label, path, plan.steps, plan.mid_times, plan.heun_steps, bounds, options,
-                   evaluators, dev) for run_id, (label, path) in checkpoints.items()]
     rows: list[dict] = []
-    for p in plans:
-        rows += _evaluate_run(store, evaluators, dev, *p)
-        for n in plan.tune:
-            rows += _tune_run(store, evaluators, dev, plan, n, *p)
-    return rows
+    tasks = []
+    for run_id, (label, path) in checkpoints.items():
+        task, stored = _task(store, run_id, label, path, plan, options, dev)
+        rows += stored
+        if task.todo or task.tunes:
+            tasks.append(task)
+    for task, results in _measured(tasks, dev, workers):
+        for res in results:
+            store.add_evaluation(task.run_id, step=task.step, **res.__dict__)
+            tuned = "tuned_on" in json.loads(res.sampler_params)
+            rows.append({"label": task.label, "run_id": task.run_id, "step": task.step, "nfe": res.nfe,
+                         "sampler": f"{res.sampler} (tuned)" if tuned else res.sampler,
+                         "sampler_params": res.sampler_params, "value": res.value, "new": True})
+    order = {run_id: i for i, run_id in enumerate(checkpoints)}
+    return sorted(rows, key=lambda r: order[r["run_id"]])
 
 
 def _checkpoints(store: Store, name: str, storage: Path) -> dict[str, tuple[str, Path]]:
@@ -101,11 +133,10 @@ def _eval_updates(metric: str | None, samples: int | None, seed: int, weights: P
     return {"seed": seed, **{k: v for k, v in given.items() if v is not None}}
 
 
-def _plan(store: Store, run_id: str, label: str, path: Path, steps: list[int], times: list[float] | None,
-          heun_steps: int | None, bounds: list[float] | None, eval_updates: dict, evaluators: dict[str, Evaluator],
-          dev: torch.device) -> tuple:
-    """(run id, label, checkpoint, step, eval settings, samplers still to measure) of one run; builds its evaluator
-    where something is to be measured."""
+def _task(store: Store, run_id: str, label: str, path: Path, plan: Evaluate, eval_updates: dict,
+          dev: torch.device) -> tuple[RunTask, list[dict]]:
+    """(what is still to be measured on this run, a row for each requested evaluation stored already); builds the
+    evaluators the run needs, so that a missing extractor fails before anything is written."""
     state = load_checkpoint(path)
     cfg = TrainConfig.from_json(state["config"])
     try:
@@ -115,60 +146,98 @@ def _plan(store: Store, run_id: str, label: str, path: Path, steps: list[int], t
     if cfg.eval.metric is None:
         raise ConfigError(f"run {label} has no eval.metric: pass --metric")
     step = int(state["step"])
-    samplers = _samplers(cfg, steps, times, heun_steps)
+    samplers = _samplers(cfg, plan.steps, plan.mid_times, plan.heun_steps)
     todo = [s for s in samplers if not _present(store, run_id, step, cfg.eval, s)]
-    key = json.dumps([cfg.data.model_dump(mode="json"), cfg.eval.model_dump(mode="json")])
-    if bounds is not None:
+    if plan.tune:
         try:
-            check_mid_times([bounds[1], bounds[0]], cfg.precond.sigma_min, cfg.sampling.sigma_max)
+            check_mid_times([plan.tune_range[1], plan.tune_range[0]], cfg.precond.sigma_min, cfg.sampling.sigma_max)
         except ValueError as e:
             raise ConfigError(f"--tune-range: {e}") from None
-    if (todo or bounds is not None) and key not in evaluators:  # extractor and reference statistics, built once
-        evaluators[key] = Evaluator(cfg.eval, cfg.sampling, load_dataset(cfg.data), dev)
-    return run_id, label, path, step, key, samplers, todo, cfg
-
-
-def _evaluate_run(store: Store, evaluators: dict[str, Evaluator], dev: torch.device, run_id: str, label: str,
-                  path: Path, step: int, key: str, samplers: list[Sampler], todo: list[Sampler],
-                  cfg: TrainConfig) -> list[dict]:
-    """Measure and store one run's evaluations that are not stored yet; a row for each requested one."""
-    rows = [{"label": label, "run_id": run_id, "step": step, "sampler": s.name, "sampler_params": params_json(s),
-             "nfe": s.nfe, "value": None, "new": False} for s in samplers if s not in todo]
+    searches = [(n, _search(plan, cfg.eval, n)) for n in plan.tune]
+    tunes = [(n, search) for n, search in searches if not _tuned_present(store, run_id, step, cfg.eval, n, search)]
+    head = {"label": label, "run_id": run_id, "step": step, "value": None, "new": False}
+    stored = [{**head, "sampler": s.name, "sampler_params": params_json(s), "nfe": s.nfe}
+              for s in samplers if s not in todo]
+    stored += [{**head, "sampler": "consistency (tuned)", "sampler_params": json.dumps(search), "nfe": n}
+               for n, search in searches if (n, search) not in tunes]
+    task = RunTask(run_id, label, path, step, cfg, todo, tunes, plan)
     if todo:
-        net, _, _ = load_model(path, device=str(dev))
-        for res in evaluators[key].evaluate_samplers(net, step, NullReporter(), todo):
-            store.add_evaluation(run_id, step=step, **res.__dict__)
-            rows.append({"label": label, "run_id": run_id, "step": step, "sampler": res.sampler,
-                         "sampler_params": res.sampler_params, "nfe": res.nfe, "value": res.value, "new": True})
-    return rows
+        _evaluator(cfg, cfg.eval.num_samples, dev)
+    if tunes:
+        _evaluator(cfg, plan.tune_samples or cfg.eval.num_samples, dev)
+    return task, stored
 
 
-def _tune_run(store: Store, evaluators: dict[str, Evaluator], dev: torch.device, plan: Evaluate, n: int,
-              run_id: str, label: str, path: Path, step: int, key: str, samplers: list[Sampler], todo: list[Sampler],
-              cfg: TrainConfig) -> list[dict]:
-    """Search the n - 1 intermediate times of n-step sampling on the noise of seed + 1, then measure the tuned
-    sampler on the reported seed's noise and store it (skipped where this very search is stored already)."""
-    ev = cfg.eval
-    lo, hi = plan.tune_range
-    search = {"method": "golden-section on log t", "range": [lo, hi], "iterations": plan.tune_iterations,
-              "seed": ev.seed + 1, "num_samples": ev.num_samples}
+def _search(plan: Evaluate, ev: EvalConfig, n: int) -> dict:
+    """The record of an n-step intermediate-time search, stored with the tuned sampler's parameters."""
+    search = {"method": "golden-section on log t", "range": list(plan.tune_range), "iterations": plan.tune_iterations,
+              "seed": ev.seed + 1, "num_samples": plan.tune_samples or ev.num_samples}
     if n > 2:
         search.update(method="coordinate search, golden-section on log t", rounds=plan.tune_rounds)
-    head = {"label": label, "run_id": run_id, "step": step, "sampler": "consistency (tuned)", "nfe": n}
-    if _tuned_present(store, run_id, step, ev, n, search):
-        return [{**head, "sampler_params": json.dumps(search), "value": None, "new": False}]
-    net, _, _ = load_model(path, device=str(dev))
-    evaluator = evaluators[key]
+    return search
+
+
+def _evaluator(cfg: TrainConfig, num_samples: int, dev: torch.device) -> Evaluator:
+    """This process's evaluator for a run's data and metric with `num_samples` samples."""
+    ev = cfg.eval.model_copy(update={"num_samples": num_samples})
+    key = json.dumps([cfg.data.model_dump(mode="json"), ev.model_dump(mode="json"), str(dev)])
+    if key not in _EVALUATORS:
+        _EVALUATORS[key] = Evaluator(ev, cfg.sampling, load_dataset(cfg.data), dev)
+    return _EVALUATORS[key]
+
+
+def _measure(task: RunTask, dev: torch.device) -> list[EvalResult]:
+    """Every measurement still to be made on one run: its samplers, then its searches (each tuned sampler measured
+    on the reported seed's noise with eval.num_samples)."""
+    net, _, _ = load_model(task.path, device=str(dev))
+    evaluator = _evaluator(task.cfg, task.cfg.eval.num_samples, dev)
+    results = evaluator.evaluate_samplers(net, task.step, NullReporter(), task.todo) if task.todo else []
+    for n, search in task.tunes:
+        results += evaluator.evaluate_samplers(net, task.step, NullReporter(), [_tuned(task, net, n, search, dev)])
+    return results
+
+
+def _tuned(task: RunTask, net: torch.nn.Module, n: int, search: dict, dev: torch.device) -> TunedSampler:
+    """n-step sampling at the n - 1 intermediate times searched on the noise of seed + 1 (`search` samples)."""
+    lo, hi = task.plan.tune_range
+    searcher = _evaluator(task.cfg, search["num_samples"], dev)
 
     def n_step(times: list[float]) -> ConsistencySampler:
-        return ConsistencySampler(n, cfg.sampling.model_copy(update={"mid_times": times}))
+        return ConsistencySampler(n, task.cfg.sampling.model_copy(update={"mid_times": times}))
 
-    start = default_start(plan.mid_times or cfg.sampling.mid_times, n - 1, lo, hi)
-    times, _ = search_mid_times(lambda t: evaluator.measure(net, n_step(t), seed=ev.seed + 1), lo, hi,
-                                plan.tune_iterations, start, plan.tune_rounds)
-    (res,) = evaluator.evaluate_samplers(net, step, NullReporter(), [TunedSampler(n_step(times), search)])
-    store.add_evaluation(run_id, step=step, **res.__dict__)
-    return [{**head, "sampler_params": res.sampler_params, "value": res.value, "new": True}]
+    start = default_start(task.plan.mid_times or task.cfg.sampling.mid_times, n - 1, lo, hi)
+    times, _ = search_mid_times(lambda t: searcher.measure(net, n_step(t), seed=search["seed"]), lo, hi,
+                                task.plan.tune_iterations, start, task.plan.tune_rounds)
+    return TunedSampler(n_step(times), search)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measured(tasks: list[RunTask], dev: torch.device, workers: int) -> Iterator[tuple[RunTask, list[EvalResult]]]:
+    """(task, results) as each run's measurements finish: in this process when one worker suffices, else in a pool
+    of fresh (spawned) processes; one CPU thread each either way."""
+    if min(workers, len(tasks)) <= 1:
+        with _threads(1):
+            for task in tasks:
+                yield task, _measure(task, dev)
+        return
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_one_thread) as pool:
+        futures = {pool.submit(_measure, task, dev): task for task in tasks}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def _tuned_present(store: Store, run_id: str, step: int, ev: EvalConfig, n: int, search: dict) -> bool:

@@ -107,6 +107,8 @@ class Evaluate(Strict):
     tune_range: tuple[float, float] = Field((0.05, 20.0), description="bounds of the searched times")
     tune_iterations: int = Field(8, ge=1, le=100, description="golden-section steps per time searched")
     tune_rounds: int = Field(2, ge=1, le=20, description="coordinate-search sweeps (3 and 4 steps)")
+    tune_samples: int | None = Field(None, ge=2, le=MAX_SAMPLES,
+                                     description="samples per search measurement; default: num_samples")
     metric: PointMetric | FDMetric | None = Field(None, description="default: each run's eval.metric")
     num_samples: int | None = Field(None, ge=2, le=MAX_SAMPLES, description="default: each run's eval.num_samples")
     seed: Seed = Field(0, description="seed of the reported noise (and class labels); the search uses seed + 1")

@@ -45,7 +45,7 @@ def trained_study(tmp_path: Path, base: dict = BASE, seeds: tuple = (0, 1), trai
 
 def evaluate(db: str, storage: Path, *args: str):
     return runner.invoke(app, ["study", "evaluate", "s", "--db", db, "--storage", str(storage), "--device", "cpu",
-                               "--json", *args])
+                               "--json", "--workers", "1", *args])
 
 
 def test_new_samplers_are_added_once_with_their_parameters(tmp_path):
@@ -202,3 +202,23 @@ def test_the_declared_evaluate_section_is_used_unless_an_option_overrides_it(tmp
     # options override the section: one new row (1 step, 32 samples, no search)
     res = evaluate(db, storage, "--steps", "1", "--samples", "32", "--tune", "")
     assert res.exit_code == 0 and json.loads(res.stdout)["added"] == 1, res.output
+
+
+def test_searches_on_fewer_samples_and_two_worker_processes_store_what_one_process_does(tmp_path):
+    """--tune-samples: the search measures on its own sample count (recorded), the tuned sampler on --samples; and
+    runs measured in two spawned processes give the very values of one process (one CPU thread each)."""
+    args = ["--metric", "swd", "--steps", "1,2", "--tune", "2", "--tune-iterations", "2", "--samples", "64",
+            "--tune-samples", "24"]
+    values = []
+    for workers in ("1", "2"):
+        (tmp_path / workers).mkdir()
+        db, storage = trained_study(tmp_path / workers, seeds=(0, 1))
+        res = evaluate(db, storage, *args, "--workers", workers)  # the last --workers given wins
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["added"] == 6
+        frame = Store(db).evaluations_frame("s").sort_values(["run_id", "nfe", "sampler_params"])
+        assert set(frame["num_samples"]) == {64}
+        tuned = [json.loads(p)["tuned_on"] for p in frame["sampler_params"] if "tuned_on" in p]
+        assert len(tuned) == 2 and all(t["num_samples"] == 24 and t["seed"] == 1 for t in tuned)
+        values.append(list(zip(frame["run_id"], frame["sampler_params"], frame["value"])))
+    assert values[0] == values[1]
