@@ -2,4 +2,5 @@
 
 from .cli import app
 
-app(prog_name="ect")
+if __name__ == "__main__":  # not when a spawned process (`ect study evaluate --workers`) imports it
+    app(prog_name="ect")
