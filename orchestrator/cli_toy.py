@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import typer
 from pydantic import ValidationError
@@ -56,19 +55,6 @@ def build_config(**fields: Any) -> FlowToyConfig:
     except ValidationError as e:
         problems = [f"--{str(x['loc'][0]).replace('_', '-')}: {error_message(x)}" for x in e.errors()]
         raise ConfigError("; ".join(problems)) from None
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with `n` torch CPU threads, restoring the previous count afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def save_figure(fig: Any, path: Path) -> list[Path]:
@@ -145,6 +131,8 @@ def flow_matching_cmd(
             raise ConfigError(f"--threads: must be >= 1 (got {threads})")
         base = build_config(num_samples=num_samples, hidden=hidden, depth=depth, iterations=iterations,
                             batch_size=batch_size, lr=lr, eps=eps, seed=seed)
+        from trainer.loop import torch_threads
+
         with torch_threads(threads):
             dist, points, heldout, seconds = run_flow_matching(base, ps, steps, eval_samples)
         from analysis.figures import fig_point_samples

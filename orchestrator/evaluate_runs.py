@@ -8,7 +8,6 @@ measure 1.7x as fast as one process on both cores). Only this process writes the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -26,7 +25,7 @@ from trainer.config import (ConfigError, EvalConfig, SamplingConfig, TrainConfig
                             format_validation_error)
 from trainer.data import load_dataset
 from trainer.evaluation import EvalResult, Evaluator, extractor_name
-from trainer.loop import load_model
+from trainer.loop import load_model, torch_threads
 from trainer.reporter import NullReporter
 from trainer.sampling import ConsistencySampler, Sampler, params_json, sampler_for
 from trainer.schedule_search import TunedSampler, default_start, search_mid_times
@@ -211,30 +210,16 @@ def _tuned(task: RunTask, net: torch.nn.Module, n: int, search: dict, dev: torch
     return TunedSampler(n_step(times), search)
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _measured(tasks: list[RunTask], dev: torch.device, workers: int) -> Iterator[tuple[RunTask, list[EvalResult]]]:
     """(task, results) as each run's measurements finish: in this process when one worker suffices, else in a pool
     of fresh (spawned) processes; one CPU thread each either way."""
     if min(workers, len(tasks)) <= 1:
-        with _threads(1):
+        with torch_threads(1):
             for task in tasks:
                 yield task, _measure(task, dev)
         return
     with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_one_thread) as pool:
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
         futures = {pool.submit(_measure, task, dev): task for task in tasks}
         for future in as_completed(futures):
             yield futures[future], future.result()

@@ -21,6 +21,7 @@ from trainer.flow_matching import (
     train_flow,
     weighted_flow_loss,
 )
+from trainer.loop import torch_threads
 from trainer.metrics.points import sliced_wasserstein
 
 # Test scale: about a second per model on one thread. The measured 2-step SWD ratios p=1 / p=0 at this
@@ -35,7 +36,7 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny MLPs: one torch thread is as fast, and far faster when the cores are shared."""
-    with cli_toy.torch_threads(1):
+    with torch_threads(1):
         yield
 
 
