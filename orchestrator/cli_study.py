@@ -48,21 +48,13 @@ def validate(spec_file: Path = typer.Argument(..., help="Study YAML file.")) -> 
 
 def _flops_per_run(spec: StudySpec) -> dict[str, tuple[float, float]]:
     """{run id: (training FLOPs, images)} of every run, from the networks' measured forward FLOPs."""
-    import torch
-
-    from trainer.data import data_shape
-    from trainer.flops import forward_flops_per_sample, step_flops
-    from trainer.loop import meta_model
+    from trainer.flops import step_flops
+    from trainer.loop import network_cost
 
     out: dict[str, tuple[float, float]] = {}
-    per_net: dict[str, int] = {}
     for r in expand(spec):
-        key = r.config.network.model_dump_json() + r.config.data.model_dump_json()
-        if key not in per_net:
-            shape, _ = data_shape(r.config.data)
-            per_net[key] = forward_flops_per_sample(meta_model(r.config), shape, torch.device("meta"))
         n = r.config.schedule.iterations * r.config.schedule.batch_size
-        out[r.run_id] = (float(step_flops(n, per_net[key], r.role != "pretrain")), float(n))
+        out[r.run_id] = (float(step_flops(n, network_cost(r.config)[0], r.role != "pretrain")), float(n))
     return out
 
 

@@ -12,6 +12,27 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _weight(item: pytest.Item) -> int:
+    """0 for a test marked `slow`, 1 for another test on Ray, 2 for the rest."""
+    return 0 if item.get_closest_marker("slow") else 1 if "ray_session" in item.fixturenames else 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first: modules with `slow` tests, then modules with other tests on Ray, then the rest, and in each
+    module its slow tests first. pytest-xdist hands tests out in this order, so the long ones start early on both
+    workers and the many short ones fill the end instead of one worker finishing a long test alone. A module's
+    tests stay together, so a module-scoped fixture is built once per worker, not again after other modules."""
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    module_weight: dict[str, int] = {}
+    for item in items:
+        module_weight[module(item)] = min(module_weight.get(module(item), 2), _weight(item))
+    position = {item.nodeid: i for i, item in enumerate(items)}
+    first = {module(item): position[item.nodeid] for item in reversed(items)}
+    items.sort(key=lambda item: (module_weight[module(item)], first[module(item)], _weight(item), position[item.nodeid]))
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local 2-CPU Ray on loopback, in its own short temp dir, stopped by us at the end."""

@@ -12,15 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from orchestrator.store import Store, database_url
 from orchestrator.study_runner import register
 from studies.spec import StudySpec, load_study
 from trainer.config import TrainConfig
-from trainer.data import data_shape
-from trainer.flops import TUNING_BUDGET_IMAGES, forward_flops_per_sample, step_flops
-from trainer.loop import meta_model
+from trainer.flops import TUNING_BUDGET_IMAGES, step_flops
+from trainer.loop import network_cost
 
 PRESET = Path(__file__).resolve().parents[1] / "studies" / "presets" / "mini" / "compute_scaling.yaml"
 LAWS = {1: (0.557, -0.571), 2: (1.52, -0.353)}  # NFE -> (K, alpha) of FD = K * C^alpha
@@ -47,8 +44,7 @@ def build_study(db_path: Path, spec: StudySpec, fd: Callable[[TrainConfig, int, 
     runs, _ = register(store, spec)
     for r in runs:
         cfg, tune = r.config, r.role != "pretrain"
-        shape, _ = data_shape(cfg.data)
-        fps = forward_flops_per_sample(meta_model(cfg), shape, torch.device("meta"))
+        fps, num_params = network_cost(cfg)
         iters, batch = cfg.schedule.iterations, cfg.schedule.batch_size
         images = iters * batch
         for step in range(cfg.schedule.log_interval, iters + 1, cfg.schedule.log_interval):
@@ -64,7 +60,7 @@ def build_study(db_path: Path, spec: StudySpec, fd: Callable[[TrainConfig, int, 
                                  extractor=EXTRACTOR, num_samples=SAMPLES, sampler=sampler)
         store.update_run(r.run_id, status="completed", attempts=1, step=iters, images_seen=images,
                          train_flops=float(step_flops(images, fps, tune)), flops_per_sample=float(fps),
-                         normalized_compute=compute, num_params=sum(p.numel() for p in meta_model(cfg).parameters()),
+                         normalized_compute=compute, num_params=num_params,
                          wall_seconds=iters * 0.15, started_at="2026-12-01T10:00:00+00:00",
                          finished_at="2026-12-01T10:05:00+00:00")
     store.set_study_status(spec.name, "completed")

@@ -26,6 +26,8 @@ from trainer.loop import train
 
 from test_bad_inputs import assert_clean_failure, rows_digest
 
+# one worker runs the module, so the trained study of `finished` (seconds of training and FD) is built once
+pytestmark = pytest.mark.xdist_group("damaged-study")
 runner = CliRunner()
 DIGITS = {
     "data": {"name": "digits"},

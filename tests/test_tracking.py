@@ -138,6 +138,7 @@ def assert_mirrors_store(uri: str, db: str, study: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("mlflow-server")  # one worker runs the three, so the module starts one server
 def test_tracking_down_does_not_touch_the_study_and_sync_uploads_it_later(tmp_path, server, ray_session):
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
     spec = write_study(tmp_path, "track-later")
@@ -160,6 +161,7 @@ def test_tracking_down_does_not_touch_the_study_and_sync_uploads_it_later(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("mlflow-server")
 def test_a_tracked_study_is_mirrored_live_and_writes_no_tensorboard_files(tmp_path, server, ray_session):
     uri = server.ready()
     db, storage = str(tmp_path / "ect.db"), tmp_path / "store"
@@ -185,6 +187,7 @@ def finished(uri: str, study: str, run_id: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("mlflow-server")
 def test_live_tracking_syncs_changed_runs_from_a_background_thread(tmp_path, server):
     uri = server.ready()
     store, spec = synthetic_store.build(tmp_path / "ect.db")

@@ -94,6 +94,20 @@ def meta_model(cfg: TrainConfig) -> Precond:
         return build_model(cfg, shape, labels)
 
 
+_NETWORK_COSTS: dict[str, tuple[int, int]] = {}
+
+
+def network_cost(cfg: TrainConfig) -> tuple[int, int]:
+    """(forward FLOPs per sample, parameter count) of a config's network, measured on the meta device once per
+    network and dataset in this process: the runs of a study mostly share one network, and building it is not free."""
+    key = cfg.network.model_dump_json() + cfg.data.model_dump_json()
+    if key not in _NETWORK_COSTS:
+        net = meta_model(cfg)
+        flops = forward_flops_per_sample(net, data_shape(cfg.data)[0], torch.device("meta"))
+        _NETWORK_COSTS[key] = (flops, sum(p.numel() for p in net.parameters()))
+    return _NETWORK_COSTS[key]
+
+
 def _autocast(cfg: TrainConfig, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
     if cfg.precision == "bf16":
         if device.type == "cuda":
