@@ -122,8 +122,7 @@ def main(workdir: Path) -> dict:
     r["cancel"] = ect(e, "study", "cancel", "stop", "--db", str(db), "--grace", "0")  # its Ray Job is stopped at once
     wait_for(lambda: trials_alive() == 0, 120, "the trial processes to end")
     r["at_cancel"] = runs(db)
-    r["job_at_cancel"] = str(client.get_job_status(json.loads(
-        ect(e, "study", "status", "stop", "--db", str(db), "--json")["stdout"])["job"]["job_id"]))
+    r["job_at_cancel"] = str(client.get_job_status(json.loads(r["status_early"]["stdout"])["job"]["job_id"]))
 
     # 2. submit it again: it resumes from the checkpoints; follow its logs until it completes
     r["resubmit"] = ect(e, "study", "submit", str(stop), *common)

@@ -56,10 +56,9 @@ def study(tmp: Path, name: str, hidden: int, iterations: int) -> Path:
     return path
 
 
-def status(tmp: Path, db: Path, name: str) -> dict:
-    res = subprocess.run([sys.executable, "-m", "orchestrator", "study", "status", name, "--db", str(db), "--json"],
-                         cwd=tmp, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
+def status(db: Path, name: str) -> dict:
+    res = runner.invoke(app, ["study", "status", name, "--db", str(db), "--json"])
+    assert res.exit_code == 0, res.output
     return json.loads(res.stdout)
 
 
@@ -90,7 +89,7 @@ def test_storage_full_fails_runs_once_and_resume_completes(tmp_path: Path, ray_s
                        f"find {store}/runs -type f > left.txt", tmp_path)
     assert res.returncode == 0 and "rc=1" in res.stdout, res.stdout + res.stderr + _read(tmp_path, "err.txt")
     assert "Traceback" not in _read(tmp_path, "out.txt", "err.txt")
-    first = status(tmp_path, db, "sfull")
+    first = status(db, "sfull")
     for r in first["runs"]:
         assert r["status"] == "failed" and r["attempts"] == 1, r  # not retried on the full disk
         assert r["error"].startswith(f"disk full: no space left on the device holding {store}/runs/"), r["error"]
@@ -98,7 +97,7 @@ def test_storage_full_fails_runs_once_and_resume_completes(tmp_path: Path, ray_s
     # the tmpfs is gone with its namespace: the same --storage path now has space (this session's Ray)
     resumed = runner.invoke(app, ["study", "resume", "sfull", "--db", str(db), "--storage", str(store)])
     assert resumed.exit_code == 0, resumed.output
-    after = status(tmp_path, db, "sfull")
+    after = status(db, "sfull")
     assert after["status"] == "completed" and [r["status"] for r in after["runs"]] == ["completed"] * 2
     assert runner.invoke(app, ["study", "verify", "sfull", "--db", str(db)]).exit_code == 0
 
