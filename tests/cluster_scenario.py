@@ -1,11 +1,17 @@
-"""A study submitted as a Ray Job to a 2-node loopback cluster, run in its own PID and network namespace:
+"""A 2-node loopback Ray cluster in its own PID and network namespace, and what the tests do on it:
 
     unshare --net --pid --fork --mount-proc python tests/cluster_scenario.py WORKDIR
 
 This script is PID 1 of the namespace, so every process it starts dies with it. The head (dashboard
 and Jobs server on 127.0.0.1:8265) and the worker node (127.0.0.2, so the cluster spans two "hosts")
-see the same storage directory. It drives the `ect` CLI as a user would and writes
-WORKDIR/result.json; tests/test_jobs.py checks it.
+see the same storage directory. One cluster serves three scenarios, in this order (a Ray start costs
+seconds of CPU, and the last one ends the worker node):
+
+1. a study submitted as a Ray Job, driving the `ect` CLI as a user would (tests/test_jobs.py);
+2. a driver on the cluster killed mid-study, then resumed (tests/fault_scenarios.py, tests/test_faults.py);
+3. the worker node lost mid-run (the same).
+
+It writes WORKDIR/result.json, which those tests check.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
-from fault_scenarios import lo_up, runs  # noqa: E402
+from fault_scenarios import FAULT_ENV, driver_crash, lo_up, node_loss, raylets, runs, start_node  # noqa: E402
 from fault_scenarios import spec as fault_spec  # noqa: E402
 
 BIN = Path(sys.executable).parent
 DASHBOARD = "http://127.0.0.1:8265"
+ADDRESS = "127.0.0.1:6380"
 
 
 def spec(name: str, iterations: int) -> dict:
@@ -42,6 +49,7 @@ def env(workdir: Path) -> dict[str, str]:
         "PATH": f"{BIN}{os.pathsep}{e.get('PATH', '')}",  # the job's `python` is this environment's
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), e.get("PYTHONPATH")])),  # and imports this code
         "PYTHONUNBUFFERED": "1",
+        **FAULT_ENV,
     })
     e.pop("RAY_ADDRESS", None)
     e.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # set to 0 by a one-node Ray of this process: it forbids multi-node
@@ -58,29 +66,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def start_cluster(e: dict[str, str]) -> None:
-    """Head with the dashboard on 127.0.0.1, then a worker node on 127.0.0.2 (retried: it can fail under load)."""
+def start_cluster(e: dict[str, str]) -> set[int]:
+    """Head with the dashboard on 127.0.0.1, then a worker node on 127.0.0.2 (each retried: a start can fail under
+    load); the worker node's raylet PIDs."""
     ray = str(BIN / "ray")
     node = ["--num-cpus", "1", "--memory", str(2 * 1024**3), "--object-store-memory", str(200 * 1024**2),
             "--disable-usage-stats"]
-    head = subprocess.run([ray, "start", "--head", "--port", "6380", "--node-ip-address", "127.0.0.1",
-                           "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", "8265",
-                           *node], env=e, capture_output=True, text=True)
-    if head.returncode:
-        raise RuntimeError(f"ray start --head failed ({head.returncode}):\n{head.stderr[-3000:]}")
-    for attempt in range(4):
-        worker = subprocess.run([ray, "start", "--address", "127.0.0.1:6380", "--node-ip-address", "127.0.0.2",
-                                 *node], env=e, capture_output=True, text=True)
-        if worker.returncode == 0:
-            break
-        print(f"worker node's ray start failed ({worker.returncode}), attempt {attempt + 1}:\n{worker.stderr[-3000:]}",
-              flush=True)
-        time.sleep(2 ** attempt)
-    else:
-        raise RuntimeError("the worker node never joined (its stderr is above)")
+    start_node([ray, "start", "--head", "--port", ADDRESS.split(":")[1], "--node-ip-address", "127.0.0.1",
+                "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", "8265", *node], e)
+    head = raylets()
+    start_node([ray, "start", "--address", ADDRESS, "--node-ip-address", "127.0.0.2", *node], e)
     from orchestrator.jobs import cluster_hosts
 
     wait_for(lambda: cluster_hosts(DASHBOARD) == {"127.0.0.1", "127.0.0.2"}, 120, "both nodes alive")
+    return raylets() - head
 
 
 def ect(e: dict[str, str], *args: str, timeout: float = 600) -> dict:
@@ -102,7 +101,7 @@ def trials_alive() -> int:
 def main(workdir: Path) -> dict:
     lo_up()
     e = env(workdir)
-    start_cluster(e)
+    worker_raylets = start_cluster(e)
     from orchestrator.jobs import connect
 
     client = connect(DASHBOARD)
@@ -130,6 +129,10 @@ def main(workdir: Path) -> dict:
     r["status_done"] = ect(e, "study", "status", "stop", "--db", str(db), "--json")
     r["logs"] = ect(e, "study", "logs", "stop", "--db", str(db))
     r["after"] = runs(db)
+
+    # 3. the faults on the same cluster: a driver killed, then the worker node lost (last: the node is gone after it)
+    r["driver_crash"] = driver_crash(workdir, ADDRESS, e)
+    r["node_loss"] = node_loss(workdir, ADDRESS, worker_raylets, e)
     return r
 
 

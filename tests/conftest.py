@@ -1,8 +1,12 @@
 """Shared fixtures: one local Ray for the whole test session; SQLite and PostgreSQL stores."""
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +74,30 @@ def store_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ect.db'}"
     return request.getfixturevalue("pg_server").database()
+
+
+@pytest.fixture(scope="session")
+def cluster_run() -> dict:
+    """tests/cluster_scenario.py run once in its own namespaces (a Ray Job, a killed driver, a lost node on one
+    2-node cluster); its result. The tests that read it are in one xdist_group, so one worker runs it, once."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "true"],
+                                                          capture_output=True).returncode:
+        pytest.skip("needs unshare with PID and network namespaces (root or user namespaces)")
+    workdir = Path(tempfile.mkdtemp(prefix="ect-cluster-", dir="/tmp"))
+    proc = subprocess.Popen(["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child",
+                             sys.executable, str(Path(__file__).with_name("cluster_scenario.py")), str(workdir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=3600)  # its waits are generous: a loaded machine can be many times slower
+    finally:
+        if proc.poll() is None:  # the namespace's processes all die with its PID 1
+            proc.kill()
+            proc.wait()
+    result_file = workdir / "result.json"
+    if not result_file.exists():
+        logs = "".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob("*.log")))
+        shutil.rmtree(workdir, ignore_errors=True)
+        pytest.fail(f"the cluster scenario failed:\n{out[-5000:]}\n{logs}")
+    result = json.loads(result_file.read_text())
+    shutil.rmtree(workdir, ignore_errors=True)
+    return result

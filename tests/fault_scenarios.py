@@ -1,15 +1,14 @@
-"""Fault scenarios with real processes, run inside their own PID and network namespaces:
+"""Fault scenarios with real processes, run by tests/cluster_scenario.py on its 2-node loopback cluster, inside
+its own PID and network namespaces (every process they start dies with the namespace):
 
-    unshare --net --pid --fork --mount-proc python tests/fault_scenarios.py {driver_crash|node_loss} WORKDIR
+- driver_crash: SIGKILL `ect study run` mid-study, then `ect study resume`;
+- node_loss: SIGKILL the worker node's raylet (and the workers it started) mid-run.
 
-This script is PID 1 of the namespace, so every process it starts (drivers, Ray heads, raylets,
-workers) is killed by the kernel when it exits, whatever happens. Ray only sees a loopback
-interface. It writes WORKDIR/result.json; the tests read it and the SQLite store.
+Each returns what the tests (tests/test_faults.py) check: the store's runs at the fault and after it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WAIT_S = 600  # limit of each wait: generous, a loaded 2-core machine can be many times slower than an idle one
 ITERATIONS = 400  # training iterations of each run
@@ -43,20 +41,14 @@ def spec(name: str, labels: list[float], iterations: int, cpus: int) -> dict:
     }
 
 
-def env(workdir: Path) -> dict[str, str]:
-    e = dict(os.environ)
-    e.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # set to 0 by a one-node Ray of this process: it forbids multi-node
-    e.update({
-        "RAY_TMPDIR": str(workdir / "ray"),
-        "RAY_AUTH_MODE": "disabled",  # every process of this isolated, loopback-only cluster
-        "RAY_health_check_period_ms": "1000",
-        "RAY_health_check_failure_threshold": "3",
-        "RAY_health_check_initial_delay_ms": "1000",
-        "PYTHONUNBUFFERED": "1",
-        "RAY_worker_niceness": "0",  # as orchestrator.ray_backend.init_ray: trials not starved by other processes
-        "OMP_WAIT_POLICY": "PASSIVE",
-    })
-    return e
+FAULT_ENV = {
+    # a lost node is declared dead within seconds (Ray's defaults take about half a minute)
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_worker_niceness": "0",  # as orchestrator.ray_backend.init_ray: trials not starved by other processes
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
 
 
 def runs(db: Path) -> list[dict]:
@@ -88,14 +80,13 @@ def lo_up() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
 
-def driver_crash(workdir: Path) -> dict:
-    """SIGKILL `ect study run` mid-study, then `ect study resume`."""
-    lo_up()
-    db, spec_file = workdir / "ect.db", workdir / "study.yaml"
+def driver_crash(workdir: Path, address: str, e: dict[str, str]) -> dict:
+    """SIGKILL `ect study run` (a driver joined to the cluster at `address`) mid-study, then `ect study resume`."""
+    db, spec_file = workdir / "crash.db", workdir / "crash.yaml"
     spec_file.write_text(yaml.safe_dump(spec("crash", [0.0, 0.1, 0.2], iterations=ITERATIONS, cpus=1)))
-    common = ["--db", str(db), "--storage", str(workdir / "store")]
-    driver = subprocess.Popen([BIN / "ect", "study", "run", str(spec_file), "--cpus", "2", *common],
-                              env=env(workdir), stdout=open(workdir / "run.log", "w"), stderr=subprocess.STDOUT)
+    common = ["--address", address, "--db", str(db), "--storage", str(workdir / "crash-store")]
+    driver = subprocess.Popen([BIN / "ect", "study", "run", str(spec_file), *common],
+                              env=e, stdout=open(workdir / "crash-run.log", "w"), stderr=subprocess.STDOUT)
     wait_for(lambda: any(r["status"] == "running" and r["step"] >= 120 and r["checkpoint"] for r in runs(db)),
              WAIT_S, "a run with a checkpoint past step 120", driver)
     driver.send_signal(signal.SIGKILL)
@@ -106,8 +97,8 @@ def driver_crash(workdir: Path) -> dict:
     with con:
         con.execute("update runs set heartbeat_at = '2000-01-01 00:00:00.000000' where owner is not null")
     con.close()
-    resume = subprocess.run([BIN / "ect", "study", "resume", "crash", "--cpus", "2", *common], env=env(workdir),
-                            stdout=open(workdir / "resume.log", "w"), stderr=subprocess.STDOUT, timeout=WAIT_S)
+    resume = subprocess.run([BIN / "ect", "study", "resume", "crash", *common], env=e,
+                            stdout=open(workdir / "crash-resume.log", "w"), stderr=subprocess.STDOUT, timeout=WAIT_S)
     return {"at_kill": before, "after": runs(db), "resume_rc": resume.returncode}
 
 
@@ -137,10 +128,10 @@ def all_pids() -> set[int]:
     return {int(p.name) for p in Path("/proc").glob("[0-9]*")}
 
 
-def start_node(args: list[str], e: dict[str, str], keep: set[int], attempts: int = 4) -> None:
+def start_node(args: list[str], e: dict[str, str], attempts: int = 4) -> None:
     """`ray start ...`, retried with backoff: on a loaded machine a node can miss one of Ray's start-up
-    deadlines. Each failure prints the command's stderr and kills what that attempt left behind
-    (every new process outside `keep`); the last failure raises with it."""
+    deadlines. Each failure prints the command's stderr and kills what that attempt left behind; the last
+    failure raises with it."""
     for attempt in range(1, attempts + 1):
         before = all_pids()
         proc = subprocess.run(args, env=e, capture_output=True, text=True)
@@ -148,6 +139,8 @@ def start_node(args: list[str], e: dict[str, str], keep: set[int], attempts: int
             return
         report = f"`ray {' '.join(args[1:3])}` attempt {attempt}/{attempts} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
         print(report, flush=True)
+        # what the attempt left behind: new processes that no process from before (but this one) started
+        keep = set().union(*(descendants(pid) for pid in before - {os.getpid()}))
         for pid in all_pids() - before - keep - {os.getpid()}:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -158,46 +151,18 @@ def start_node(args: list[str], e: dict[str, str], keep: set[int], attempts: int
         time.sleep(5 * 2 ** (attempt - 1))
 
 
-ALIVE_NODES = (
-    "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
-    "print(sum(n['Alive'] for n in ray.nodes()))"
-)
-
-
-def wait_for_nodes(address: str, count: int, e: dict[str, str], timeout: float) -> None:
-    """Block until the cluster at `address` has `count` live nodes (registered with the GCS)."""
-    end, seen = time.time() + timeout, ""
-    while time.time() < end:
-        proc = subprocess.run([sys.executable, "-c", ALIVE_NODES, address], env=e, capture_output=True, text=True)
-        seen = proc.stdout.strip() or proc.stderr[-2000:]
-        if proc.returncode == 0 and seen == str(count):
-            return
-        time.sleep(2)
-    raise TimeoutError(f"the cluster at {address} did not reach {count} live nodes in {timeout:.0f} s (last: {seen})")
-
-
-def node_loss(workdir: Path) -> dict:
-    """A head and a worker node on loopback; SIGKILL the worker node's raylet mid-run."""
-    lo_up()
-    e = env(workdir)
-    ray, address = str(BIN / "ray"), "127.0.0.1:6380"
-    node = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--memory", str(2 * 1024**3),
-            "--object-store-memory", str(200 * 1024**2), "--disable-usage-stats"]
-    start_node([ray, "start", "--head", "--port", "6380", "--include-dashboard", "false", *node], e, keep=set())
-    head = raylets()
-    start_node([ray, "start", "--address", address, *node], e, keep=set().union(*(descendants(p) for p in head)))
-    worker = raylets() - head
-    wait_for_nodes(address, 2, e, timeout=300)
-    db, spec_file = workdir / "ect.db", workdir / "study.yaml"
+def node_loss(workdir: Path, address: str, worker_raylets: set[int], e: dict[str, str]) -> dict:
+    """Two runs, one on each node of the cluster at `address`; SIGKILL the worker node's raylet mid-run."""
+    db, spec_file = workdir / "nodes.db", workdir / "nodes.yaml"
     # long enough that the trial on one node is still running when the other, started later on a
     # loaded machine, passes step 120
     spec_file.write_text(yaml.safe_dump(spec("nodes", [0.0, 0.1], iterations=ITERATIONS, cpus=1)))
     driver = subprocess.Popen([BIN / "ect", "study", "run", str(spec_file), "--address", address,
-                               "--db", str(db), "--storage", str(workdir / "store")],
-                              env=e, stdout=open(workdir / "run.log", "w"), stderr=subprocess.STDOUT)
+                               "--db", str(db), "--storage", str(workdir / "nodes-store")],
+                              env=e, stdout=open(workdir / "nodes-run.log", "w"), stderr=subprocess.STDOUT)
     wait_for(lambda: len([r for r in runs(db) if r["status"] == "running" and r["step"] >= 120]) == 2,
              WAIT_S, "both runs past step 120 (one on each node)", driver)
-    victims = set().union(*(descendants(pid) for pid in worker))  # the raylet and the workers it started
+    victims = set().union(*(descendants(pid) for pid in worker_raylets))  # the raylet and the workers it started
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -205,11 +170,5 @@ def node_loss(workdir: Path) -> dict:
             pass
     at_kill = runs(db)
     rc = driver.wait(timeout=WAIT_S)
-    return {"at_kill": at_kill, "after": runs(db), "driver_rc": rc, "worker_raylets": sorted(worker),
+    return {"at_kill": at_kill, "after": runs(db), "driver_rc": rc, "worker_raylets": sorted(worker_raylets),
             "killed": len(victims)}
-
-
-if __name__ == "__main__":
-    scenario, workdir = sys.argv[1], Path(sys.argv[2])
-    result = {"driver_crash": driver_crash, "node_loss": node_loss}[scenario](workdir)
-    (workdir / "result.json").write_text(json.dumps(result, indent=1))

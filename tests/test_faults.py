@@ -1,56 +1,24 @@
-"""Faults with real processes (see tests/fault_scenarios.py): a killed driver, a lost Ray node,
-a checkpoint write killed half-way. Each scenario runs in its own PID and network namespace, so
-every process it starts is gone when it ends."""
+"""Faults with real processes: a killed driver and a lost Ray node (on the 2-node cluster of
+tests/cluster_scenario.py, in its own PID and network namespaces, so every process they start is gone when
+it ends), and a checkpoint write killed half-way."""
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 
-HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.slow
 
-needs_unshare = pytest.mark.skipif(
-    shutil.which("unshare") is None
-    or subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode,
-    reason="needs unshare with PID and network namespaces (root or user namespaces)",
-)
 
-
-def scenario(name: str) -> dict:
-    workdir = Path(tempfile.mkdtemp(prefix=f"ect-{name}-", dir="/tmp"))
-    proc = subprocess.Popen(["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child",
-                             sys.executable, str(HERE / "fault_scenarios.py"), name, str(workdir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = proc.communicate(timeout=3 * 600 + 300)  # three waits of fault_scenarios.WAIT_S at most
-    finally:
-        if proc.poll() is None:  # the namespace's processes all die with its PID 1
-            proc.kill()
-            proc.wait()
-    result_file = workdir / "result.json"
-    if not result_file.exists():
-        logs = "".join(p.read_text()[-3000:] for p in workdir.glob("*.log"))
-        shutil.rmtree(workdir, ignore_errors=True)
-        pytest.fail(f"scenario {name} failed:\n{out[-3000:]}\n{logs}")
-    result = json.loads(result_file.read_text())
-    shutil.rmtree(workdir, ignore_errors=True)
-    return result
-
-
-@needs_unshare
-def test_driver_crash_then_resume_loses_no_run():
-    r = scenario("driver_crash")
+@pytest.mark.xdist_group("two-node-cluster")  # with tests/test_jobs.py: one worker runs them, one cluster
+def test_driver_crash_then_resume_loses_no_run(cluster_run):
+    r = cluster_run["driver_crash"]
     assert r["resume_rc"] == 0
     after = {x["run_id"]: x for x in r["after"]}
     assert len(after) == 3 and all(x["status"] == "completed" and x["step"] == 400 for x in after.values())
@@ -66,9 +34,9 @@ def test_driver_crash_then_resume_loses_no_run():
         assert after[x["run_id"]]["attempts"] == x["attempts"]  # never re-run
 
 
-@needs_unshare
-def test_node_loss_retries_from_checkpoint():
-    r = scenario("node_loss")
+@pytest.mark.xdist_group("two-node-cluster")
+def test_node_loss_retries_from_checkpoint(cluster_run):
+    r = cluster_run["node_loss"]
     assert r["worker_raylets"], "the worker node's raylet was not found"
     assert r["driver_rc"] == 0
     after = r["after"]

@@ -5,11 +5,7 @@ test runs a 2-node loopback cluster in its own namespaces (tests/cluster_scenari
 """
 
 import json
-import shutil
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -21,7 +17,6 @@ from orchestrator.cli import app
 from orchestrator.jobs import dashboard_url, driver_db_url, one_line, storage_warning
 from trainer.config import ConfigError
 
-HERE = Path(__file__).resolve().parent
 runner = CliRunner()
 
 SPEC = {
@@ -132,37 +127,6 @@ def test_logs_of_a_study_never_submitted(spec_file, tmp_path):
 
 # --------------------------------------------------------------------------- end to end on a 2-node cluster
 
-needs_unshare = pytest.mark.skipif(
-    shutil.which("unshare") is None
-    or subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode,
-    reason="needs unshare with PID and network namespaces (root or user namespaces)",
-)
-
-
-# session, not module: under xdist another module's tests can run between the two that use it, and pytest then
-# tears a module fixture down and starts the cluster a second time
-@pytest.fixture(scope="session")
-def cluster_run() -> dict:
-    """Run tests/cluster_scenario.py once in its own namespaces; its result for the tests below."""
-    workdir = Path(tempfile.mkdtemp(prefix="ect-jobs-", dir="/tmp"))
-    proc = subprocess.Popen(["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child",
-                             sys.executable, str(HERE / "cluster_scenario.py"), str(workdir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:  # the namespace's processes all die with its PID 1
-            proc.kill()
-            proc.wait()
-    result_file = workdir / "result.json"
-    if not result_file.exists():
-        shutil.rmtree(workdir, ignore_errors=True)
-        pytest.fail(f"the cluster scenario failed:\n{out[-5000:]}")
-    result = json.loads(result_file.read_text())
-    shutil.rmtree(workdir, ignore_errors=True)
-    return result
-
-
 def ok(step: dict) -> dict:
     assert step["rc"] == 0, step
     return step
@@ -173,8 +137,7 @@ def status(step: dict) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("two-node-cluster")  # one worker runs both, so the session fixture starts one cluster
-@needs_unshare
+@pytest.mark.xdist_group("two-node-cluster")  # with tests/test_faults.py: one worker runs them, one cluster
 def test_second_submission_reports_the_first_and_cancel_stops_the_job(cluster_run):
     r = cluster_run
     first, second = sorted(r["twice"], key=lambda p: p["rc"])
@@ -197,7 +160,6 @@ def test_second_submission_reports_the_first_and_cancel_stops_the_job(cluster_ru
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("two-node-cluster")
-@needs_unshare
 def test_resubmitted_study_resumes_from_its_checkpoints_and_is_followed_to_the_end(cluster_run):
     r = cluster_run
     job_id = sorted(r["twice"], key=lambda p: p["rc"])[0]["stdout"].strip()
