@@ -177,7 +177,8 @@ def test_a_signal_stops_the_driver_and_resume_continues(tmp_path, ray_session, s
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + signum, stderr
-    assert "Traceback" not in stderr and "error: " not in stderr, stderr
+    # no error line of ours (a slow local Ray start under load logs "INFO ... RPC error: Deadline Exceeded": not ours)
+    assert "Traceback" not in stderr and not any(ln.startswith("error: ") for ln in stderr.splitlines()), stderr
     assert f"interrupted by {signal.Signals(signum).name}" in stderr
     wait_for(lambda: not session_members(proc.pid), 60, f"no process left of session {proc.pid}")
     wait_for(lambda: not trial_processes(), 60, "the trial to end on the cluster")
