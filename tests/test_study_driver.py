@@ -153,54 +153,73 @@ LONG = {**BASE, "schedule": {"batch_size": 32, "iterations": LONG_ITERATIONS, "l
                              "checkpoint_interval": 100}}
 
 
+def stopped_cleanly(proc: subprocess.Popen, stderr: str, on_cluster: bool) -> None:
+    """stderr holds no error of ours (a slow local Ray start under load logs "INFO ... RPC error: Deadline
+    Exceeded": not ours), the driver's session is gone (with its own Ray, if it had one) and, for a driver joined
+    to this session's Ray, no trial is left there."""
+    assert "Traceback" not in stderr and not any(ln.startswith("error: ") for ln in stderr.splitlines()), stderr
+    wait_for(lambda: not session_members(proc.pid), 60, f"no process left of session {proc.pid}")
+    if on_cluster:
+        wait_for(lambda: not trial_processes(), 60, "the trial to end on the cluster")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_the_driver_and_resume_continues(tmp_path, ray_session, signum):
+def test_ctrl_c_stops_a_driver_and_its_own_ray(tmp_path):
+    """Ctrl-C is a laptop's case: the terminal sends SIGINT to the driver's whole process group, and the driver's own
+    local Ray must go with it."""
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
     spec = write_study(tmp_path, name="sig", kind="custom", base=LONG, variants=[{"label": "a", "overrides": {}}])
-    # Ctrl-C is a laptop's case: the driver's own local Ray must go with it; SIGTERM (`kill`, a scheduler's
-    # preemption) on a driver joined to a cluster must stop its trials there
-    own_ray = signum == signal.SIGINT
-    proc = driver(tmp_path, "study", "run", str(spec), "--db", db, "--storage", storage, own_ray=own_ray)
+    proc = driver(tmp_path, "study", "run", str(spec), "--db", db, "--storage", storage, own_ray=True)
     try:
         wait_for(lambda: proc.poll() is not None or running_with_checkpoint(db, "sig") is not None, 180,
                  "a running run with a checkpoint")
         assert proc.poll() is None, proc.communicate()
-        if own_ray:
-            assert len(session_members(proc.pid)) > 1  # the driver and its Ray's processes (GCS, raylet, workers)
-        else:
-            assert trial_processes()
-        # SIGINT as a terminal's Ctrl-C sends it: to the whole process group; SIGTERM as `kill` does: to the driver
-        (os.killpg if signum == signal.SIGINT else os.kill)(proc.pid, signum)
+        assert len(session_members(proc.pid)) > 1  # the driver and its Ray's processes (GCS, raylet, workers)
+        os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 128 + signum, stderr
-    # no error line of ours (a slow local Ray start under load logs "INFO ... RPC error: Deadline Exceeded": not ours)
-    assert "Traceback" not in stderr and not any(ln.startswith("error: ") for ln in stderr.splitlines()), stderr
-    assert f"interrupted by {signal.Signals(signum).name}" in stderr
-    wait_for(lambda: not session_members(proc.pid), 60, f"no process left of session {proc.pid}")
-    wait_for(lambda: not trial_processes(), 60, "the trial to end on the cluster")
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert "interrupted by SIGINT" in stderr
+    stopped_cleanly(proc, stderr, on_cluster=False)
     store = Store(database_url(db))
     run = store.runs_frame("sig").iloc[0]
     assert run["status"] == "interrupted" and store.study("sig").status == "interrupted"
     assert 0 < run["step"] < LONG_ITERATIONS and Path(run["checkpoint"]).is_file()
-    if signum == signal.SIGTERM:  # resume continues from the checkpoint (one signal is enough to show it)
-        res = runner.invoke(app, ["study", "resume", "sig", "--db", db, "--storage", storage])
-        assert res.exit_code == 0, res.output
-        run = Store(database_url(db)).runs_frame("sig").iloc[0]
-        assert run["status"] == "completed" and run["step"] == LONG_ITERATIONS and run["attempts"] == 2
 
 
 @pytest.mark.slow
-def test_cancel_stops_a_running_driver_and_resume_continues(tmp_path, ray_session):
+def test_sigterm_then_cancel_each_stop_a_driver_and_resume_continues(tmp_path, ray_session):
+    """One run through a study's life on a cluster: `kill` (SIGTERM, a scheduler's preemption) stops the driver and
+    its trial; a resuming driver continues from the checkpoint until `ect study cancel` stops it; a last resume
+    trains the run to its end. (One study for both stops: each start and each resume costs a trial process.)"""
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
     spec = write_study(tmp_path, name="stop", kind="custom", base=LONG, variants=[{"label": "a", "overrides": {}}])
+
     proc = driver(tmp_path, "study", "run", str(spec), "--db", db, "--storage", storage)
     try:
         wait_for(lambda: proc.poll() is not None or running_with_checkpoint(db, "stop") is not None, 180,
                  "a running run with a checkpoint")
+        assert proc.poll() is None, proc.communicate()
+        assert trial_processes()
+        os.kill(proc.pid, signal.SIGTERM)  # as `kill` sends it: to the driver alone
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGTERM and "interrupted by SIGTERM" in stderr, stderr
+    stopped_cleanly(proc, stderr, on_cluster=True)
+    store = Store(database_url(db))
+    run = store.runs_frame("stop").iloc[0]
+    assert run["status"] == "interrupted" and store.study("stop").status == "interrupted"
+    assert 0 < run["step"] < LONG_ITERATIONS and Path(run["checkpoint"]).is_file()
+    interrupted_at = run["step"]
+
+    proc = driver(tmp_path, "study", "resume", "stop", "--db", db, "--storage", storage)
+    try:
+        wait_for(lambda: proc.poll() is not None or (r := running_with_checkpoint(db, "stop")) is not None
+                 and (r["step"] > interrupted_at).all(), 180, "the resumed run training past its checkpoint")
         assert proc.poll() is None, proc.communicate()
         res = runner.invoke(app, ["study", "cancel", "stop", "--db", db])
         assert res.exit_code == 0 and "runs cancelled" in res.stdout, res.output
@@ -208,18 +227,20 @@ def test_cancel_stops_a_running_driver_and_resume_continues(tmp_path, ray_sessio
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 1 and "study stop: cancelled" in stderr and "Traceback" not in stderr, stderr
-    wait_for(lambda: not session_members(proc.pid), 60, f"no process left of session {proc.pid}")
-    wait_for(lambda: not trial_processes(), 60, "the trial to end on the cluster")
+    assert proc.returncode == 1 and "study stop: cancelled" in stderr, stderr
+    stopped_cleanly(proc, stderr, on_cluster=True)
     store = Store(database_url(db))
-    runs = store.runs_frame("stop")
-    assert set(runs["status"]) == {"cancelled"} and store.study("stop").status == "cancelled"
-    started = runs[runs["checkpoint"].notna()]
-    assert len(started) and all(Path(c).is_file() for c in started["checkpoint"]) and (started["step"] < LONG_ITERATIONS).all()
+    run = store.runs_frame("stop").iloc[0]
+    assert run["status"] == "cancelled" and store.study("stop").status == "cancelled"
+    assert interrupted_at < run["step"] < LONG_ITERATIONS and Path(run["checkpoint"]).is_file()
+    assert run["attempts"] == 2
+
     res = runner.invoke(app, ["study", "resume", "stop", "--db", db, "--storage", storage])
     assert res.exit_code == 0, res.output
-    runs = Store(database_url(db)).runs_frame("stop")
-    assert (runs["status"] == "completed").all() and (runs["step"] == LONG_ITERATIONS).all()
+    run = Store(database_url(db)).runs_frame("stop").iloc[0]
+    assert run["status"] == "completed" and run["step"] == LONG_ITERATIONS and run["attempts"] == 3
+    resumed = Store(database_url(db)).metrics_frame(run["run_id"])["resumed_from"].dropna()
+    assert len(resumed) == 2 and (resumed % 100 == 0).all()  # from a checkpoint each time
     # a finished study, and an unknown one: one line, exit 1
     for name, needle in (("stop", "has finished"), ("nope", "no study named 'nope'")):
         res = runner.invoke(app, ["study", "cancel", name, "--db", db])
