@@ -4,12 +4,12 @@
 
 This script is PID 1 of the namespace, so every process it starts dies with it. The head (dashboard
 and Jobs server on 127.0.0.1:8265) and the worker node (127.0.0.2, so the cluster spans two "hosts")
-see the same storage directory. One cluster serves three scenarios, in this order (a Ray start costs
+see the same storage directory. One cluster serves two scenarios, in this order (a Ray start costs
 seconds of CPU, and the last one ends the worker node):
 
 1. a study submitted as a Ray Job, driving the `ect` CLI as a user would (tests/test_jobs.py);
-2. a driver on the cluster killed mid-study, then resumed (tests/fault_scenarios.py, tests/test_faults.py);
-3. the worker node lost mid-run (the same).
+2. a driver on the cluster killed mid-study, then resumed, and the worker node lost under the resumed runs
+   (tests/fault_scenarios.py, tests/test_faults.py).
 
 It writes WORKDIR/result.json, which those tests check.
 """
@@ -28,7 +28,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
-from fault_scenarios import FAULT_ENV, driver_crash, lo_up, node_loss, raylets, runs, start_node  # noqa: E402
+from fault_scenarios import FAULT_ENV, crash_then_node_loss, lo_up, raylets, runs, start_node  # noqa: E402
 from fault_scenarios import spec as fault_spec  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -130,9 +130,9 @@ def main(workdir: Path) -> dict:
     r["logs"] = ect(e, "study", "logs", "stop", "--db", str(db))
     r["after"] = runs(db)
 
-    # 3. the faults on the same cluster: a driver killed, then the worker node lost (last: the node is gone after it)
-    r["driver_crash"] = driver_crash(workdir, ADDRESS, e)
-    r["node_loss"] = node_loss(workdir, ADDRESS, worker_raylets, e)
+    # 3. the faults on the same cluster: a driver killed, then, under its resume, the worker node lost (last: the
+    # node is gone after it)
+    r["faults"] = crash_then_node_loss(workdir, ADDRESS, worker_raylets, e)
     return r
 
 

@@ -1,10 +1,10 @@
 """Fault scenarios with real processes, run by tests/cluster_scenario.py on its 2-node loopback cluster, inside
 its own PID and network namespaces (every process they start dies with the namespace):
 
-- driver_crash: SIGKILL `ect study run` mid-study, then `ect study resume`;
-- node_loss: SIGKILL the worker node's raylet (and the workers it started) mid-run.
+- crash_then_node_loss: SIGKILL `ect study run` mid-study, then `ect study resume`; while the resumed runs train,
+  one on each node, SIGKILL the worker node's raylet and the workers it started.
 
-Each returns what the tests (tests/test_faults.py) check: the store's runs at the fault and after it.
+It returns what the tests (tests/test_faults.py) check: the store's runs at each fault and after them.
 """
 
 from __future__ import annotations
@@ -80,28 +80,6 @@ def lo_up() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
 
-def driver_crash(workdir: Path, address: str, e: dict[str, str]) -> dict:
-    """SIGKILL `ect study run` (a driver joined to the cluster at `address`) mid-study, then `ect study resume`."""
-    db, spec_file = workdir / "crash.db", workdir / "crash.yaml"
-    spec_file.write_text(yaml.safe_dump(spec("crash", [0.0, 0.1, 0.2], iterations=ITERATIONS, cpus=1)))
-    common = ["--address", address, "--db", str(db), "--storage", str(workdir / "crash-store")]
-    driver = subprocess.Popen([BIN / "ect", "study", "run", str(spec_file), *common],
-                              env=e, stdout=open(workdir / "crash-run.log", "w"), stderr=subprocess.STDOUT)
-    wait_for(lambda: any(r["status"] == "running" and r["step"] >= 120 and r["checkpoint"] for r in runs(db)),
-             WAIT_S, "a run with a checkpoint past step 120", driver)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    before = runs(db)
-    # the dead driver's run claims go stale STALE_SECONDS after its last heartbeat: age them rather than wait
-    con = sqlite3.connect(db, timeout=30)
-    with con:
-        con.execute("update runs set heartbeat_at = '2000-01-01 00:00:00.000000' where owner is not null")
-    con.close()
-    resume = subprocess.run([BIN / "ect", "study", "resume", "crash", *common], env=e,
-                            stdout=open(workdir / "crash-resume.log", "w"), stderr=subprocess.STDOUT, timeout=WAIT_S)
-    return {"at_kill": before, "after": runs(db), "resume_rc": resume.returncode}
-
-
 def raylets() -> set[int]:
     out = subprocess.run(["pgrep", "-f", "raylet/raylet"], capture_output=True, text=True).stdout
     return {int(p) for p in out.split()}
@@ -151,24 +129,41 @@ def start_node(args: list[str], e: dict[str, str], attempts: int = 4) -> None:
         time.sleep(5 * 2 ** (attempt - 1))
 
 
-def node_loss(workdir: Path, address: str, worker_raylets: set[int], e: dict[str, str]) -> dict:
-    """Two runs, one on each node of the cluster at `address`; SIGKILL the worker node's raylet mid-run."""
-    db, spec_file = workdir / "nodes.db", workdir / "nodes.yaml"
-    # long enough that the trial on one node is still running when the other, started later on a
-    # loaded machine, passes step 120
-    spec_file.write_text(yaml.safe_dump(spec("nodes", [0.0, 0.1], iterations=ITERATIONS, cpus=1)))
-    driver = subprocess.Popen([BIN / "ect", "study", "run", str(spec_file), "--address", address,
-                               "--db", str(db), "--storage", str(workdir / "nodes-store")],
-                              env=e, stdout=open(workdir / "nodes-run.log", "w"), stderr=subprocess.STDOUT)
-    wait_for(lambda: len([r for r in runs(db) if r["status"] == "running" and r["step"] >= 120]) == 2,
-             WAIT_S, "both runs past step 120 (one on each node)", driver)
+def crash_then_node_loss(workdir: Path, address: str, worker_raylets: set[int], e: dict[str, str]) -> dict:
+    """A driver joined to the cluster at `address` is SIGKILLed mid-study and `ect study resume` continues the study;
+    while two resumed runs train, one on each node, the worker node is lost (its raylet and the workers it started
+    SIGKILLed) and the run it held is retried on the head. One study for both faults: each driver and each trial
+    process costs seconds of CPU."""
+    db, spec_file = workdir / "faults.db", workdir / "faults.yaml"
+    spec_file.write_text(yaml.safe_dump(spec("faults", [0.0, 0.1, 0.2], iterations=ITERATIONS, cpus=1)))
+    common = ["--address", address, "--db", str(db), "--storage", str(workdir / "faults-store")]
+    driver = subprocess.Popen([BIN / "ect", "study", "run", str(spec_file), *common],
+                              env=e, stdout=open(workdir / "faults-run.log", "w"), stderr=subprocess.STDOUT)
+    wait_for(lambda: any(r["status"] == "running" and r["step"] >= 120 and r["checkpoint"] for r in runs(db)),
+             WAIT_S, "a run with a checkpoint past step 120", driver)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    at_crash = runs(db)
+    # the dead driver's run claims go stale STALE_SECONDS after its last heartbeat: age them rather than wait
+    con = sqlite3.connect(db, timeout=30)
+    with con:
+        con.execute("update runs set heartbeat_at = '2000-01-01 00:00:00.000000' where owner is not null")
+    con.close()
+
+    resume = subprocess.Popen([BIN / "ect", "study", "resume", "faults", *common], env=e,
+                              stdout=open(workdir / "faults-resume.log", "w"), stderr=subprocess.STDOUT)
+    crashed_at = {r["run_id"]: r["step"] or 0 for r in at_crash}
+    # two runs past a checkpoint written since the resume: with one CPU on each node, one runs on each
+    wait_for(lambda: len([r for r in runs(db) if r["status"] == "running"
+                          and r["step"] >= crashed_at[r["run_id"]] + 40]) == 2,
+             WAIT_S, "two resumed runs past a new checkpoint (one on each node)", resume)
     victims = set().union(*(descendants(pid) for pid in worker_raylets))  # the raylet and the workers it started
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    at_kill = runs(db)
-    rc = driver.wait(timeout=WAIT_S)
-    return {"at_kill": at_kill, "after": runs(db), "driver_rc": rc, "worker_raylets": sorted(worker_raylets),
-            "killed": len(victims)}
+    at_node_loss = runs(db)
+    rc = resume.wait(timeout=WAIT_S)
+    return {"at_crash": at_crash, "at_node_loss": at_node_loss, "after": runs(db), "resume_rc": rc,
+            "worker_raylets": sorted(worker_raylets), "killed": len(victims)}

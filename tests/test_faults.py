@@ -18,32 +18,35 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.xdist_group("two-node-cluster")  # with tests/test_jobs.py: one worker runs them, one cluster
 def test_driver_crash_then_resume_loses_no_run(cluster_run):
-    r = cluster_run["driver_crash"]
+    r = cluster_run["faults"]
     assert r["resume_rc"] == 0
     after = {x["run_id"]: x for x in r["after"]}
     assert len(after) == 3 and all(x["status"] == "completed" and x["step"] == 400 for x in after.values())
-    interrupted = [x for x in r["at_kill"] if x["status"] == "running"]
+    interrupted = [x for x in r["at_crash"] if x["status"] == "running"]
     assert any(x["checkpoint"] for x in interrupted)
     for x in interrupted:
         again = after[x["run_id"]]
-        assert again["attempts"] == x["attempts"] + 1
+        assert again["attempts"] >= x["attempts"] + 1  # one more again for the run on the node lost later
         if x["checkpoint"]:  # from its checkpoint, not step 0 (a run started just before the kill may have none yet)
             assert again["resumed_from"] and again["resumed_from"][0] >= 40, (x, again)
-    finished_before = [x for x in r["at_kill"] if x["status"] == "completed"]
+    finished_before = [x for x in r["at_crash"] if x["status"] == "completed"]
     for x in finished_before:
         assert after[x["run_id"]]["attempts"] == x["attempts"]  # never re-run
 
 
 @pytest.mark.xdist_group("two-node-cluster")
 def test_node_loss_retries_from_checkpoint(cluster_run):
-    r = cluster_run["node_loss"]
-    assert r["worker_raylets"], "the worker node's raylet was not found"
-    assert r["driver_rc"] == 0
-    after = r["after"]
-    assert len(after) == 2 and all(x["status"] == "completed" and x["step"] == 400 for x in after)
-    retried = [x for x in after if x["attempts"] == 2]
-    assert len(retried) == 1, after
-    assert retried[0]["resumed_from"][0] >= 120 - 40  # the last checkpoint before the kill
+    r = cluster_run["faults"]
+    assert r["worker_raylets"] and r["killed"] > len(r["worker_raylets"]), "the worker node was not found"
+    after = {x["run_id"]: x for x in r["after"]}
+    at_loss = {x["run_id"]: x for x in r["at_node_loss"]}
+    running = [x for x in at_loss.values() if x["status"] == "running"]
+    assert len(running) == 2  # one on each node
+    retried = [x for x in running if after[x["run_id"]]["attempts"] > x["attempts"]]
+    assert len(retried) == 1, (at_loss, after)  # the lost node's run, once; the head's run went on
+    again = after[retried[0]["run_id"]]
+    assert again["attempts"] == retried[0]["attempts"] + 1 and again["status"] == "completed"
+    assert max(again["resumed_from"]) >= retried[0]["step"] - 40  # the last checkpoint before the loss
 
 
 def test_checkpoint_write_killed_midway_keeps_the_previous_one(tmp_path):
