@@ -51,6 +51,8 @@ def study(tmp: Path, name: str, hidden: int, iterations: int) -> Path:
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump({
         "name": name, "kind": "ablation", "max_failures": 2, "grid": {"ect.q": [2, 4]},
+        # two CPUs per run on a 2-CPU Ray: one run at a time, in one trial process that Tune reuses (about 6 CPU-s each)
+        "resources": {"cpus_per_worker": 2},
         "base": {"data": {"name": "swissroll", "num_samples": 200}, "network": {"arch": "mlp", "hidden": hidden, "depth": 3},
                  "schedule": {"batch_size": 16, "iterations": iterations, "log_interval": 1}}}))
     return path
@@ -84,7 +86,7 @@ def test_storage_full_fails_runs_once_and_resume_completes(tmp_path: Path, ray_s
     store, db = tmp_path / "store", tmp_path / "ect.db"
     store.mkdir()
     res = in_namespace(f"mount -t tmpfs -o size=1m tmpfs {store}\n"
-                       f"{ECT} study run {spec} --db {db} --storage {store} --cpus 1 > out.txt 2> err.txt "
+                       f"{ECT} study run {spec} --db {db} --storage {store} --cpus 2 > out.txt 2> err.txt "
                        f"&& exit 9 || echo rc=$?\n"
                        f"find {store}/runs -type f > left.txt", tmp_path)
     assert res.returncode == 0 and "rc=1" in res.stdout, res.stdout + res.stderr + _read(tmp_path, "err.txt")
@@ -102,8 +104,12 @@ def test_storage_full_fails_runs_once_and_resume_completes(tmp_path: Path, ray_s
     assert runner.invoke(app, ["study", "verify", "sfull", "--db", str(db)]).exit_code == 0
 
 
-def test_database_disk_fills_during_a_study(tmp_path: Path):
+def test_database_disk_fills_during_a_study(tmp_path: Path, ray_session):
+    import ray
+
     spec = study(tmp_path, "dfull", hidden=16, iterations=200)  # a metrics row per step: the WAL grows
+    # only the driver writes the database: its trials run on this session's Ray, outside the namespace (no Ray start)
+    address = ray.get_runtime_context().gcs_address
     dbdir = tmp_path / "dbdir"
     dbdir.mkdir()
     db = dbdir / "ect.db"
@@ -113,7 +119,7 @@ def test_database_disk_fills_during_a_study(tmp_path: Path):
     res = in_namespace(f"mount -t tmpfs -o size=256k tmpfs {dbdir}\n{register}\n"
                        f"avail=$(df -k --output=avail {dbdir} | tail -1)\n"
                        f"dd if=/dev/zero of={dbdir}/fill bs=1k count=$((avail - 64)) 2>/dev/null || true\n"
-                       f"{ECT} study run {spec} --db {db} --storage {tmp_path}/store --cpus 1 > out.txt 2> err.txt "
+                       f"{ECT} study run {spec} --db {db} --storage {tmp_path}/store --address {address} > out.txt 2> err.txt "
                        f"&& exit 9 || echo rc=$?\n"
                        f"rm {dbdir}/fill\ncp {db} {tmp_path}/copy.db\ncp {db}-wal {tmp_path}/copy.db-wal || true", tmp_path)
     assert res.returncode == 0 and "rc=1" in res.stdout, res.stdout + res.stderr + _read(tmp_path, "err.txt")

@@ -17,10 +17,13 @@ BASE = {
     "eval": {"metric": "swd", "nfe": [1, 2], "num_samples": 100},
 }
 
+# both CPUs of the test session's Ray per run: one run at a time, so Tune reuses one trial process for all of them
+# (starting one costs about 6 CPU-s: torch, torch._dynamo, Ray Tune); what runs side by side is tested elsewhere
+ONE_AT_A_TIME = {"cpus_per_worker": 2}
 
 def write_study(tmp_path: Path, **spec) -> Path:
     path = tmp_path / f"{spec['name']}.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(yaml.safe_dump({"resources": ONE_AT_A_TIME, **spec}))
     return path
 
 

@@ -83,10 +83,14 @@ def server(tmp_path_factory):
     yield srv
     srv.stop()
 
+# both CPUs of the test session's Ray per run: one run at a time, so Tune reuses one trial process for all of them
+# (starting one costs about 6 CPU-s: torch, torch._dynamo, Ray Tune); what runs side by side is tested elsewhere
+ONE_AT_A_TIME = {"cpus_per_worker": 2}
 
 def write_study(tmp_path: Path, name: str, **extra) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "kind": "ablation", "base": BASE, "variants": VARIANTS, **extra}))
+    path.write_text(yaml.safe_dump({"name": name, "kind": "ablation", "base": BASE, "variants": VARIANTS,
+                                    "resources": ONE_AT_A_TIME, **extra}))
     return path
 
 
