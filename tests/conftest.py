@@ -37,6 +37,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: (module_weight[module(item)], first[module(item)], _weight(item), position[item.nodeid]))
 
 
+SESSION_CPUS = 2  # of the test session's Ray (ray_session)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local 2-CPU Ray on loopback, in its own short temp dir, stopped by us at the end."""
@@ -46,10 +49,18 @@ def ray_session():
 
     tmp = tempfile.mkdtemp(prefix="ect-ray-", dir="/tmp")
     os.environ["RAY_TMPDIR"] = tmp
-    init_ray(None, num_cpus=2)
+    init_ray(None, num_cpus=SESSION_CPUS)
     yield
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def one_run_at_a_time() -> dict:
+    """A study's `resources:` that take every CPU of the session's Ray, for tests whose subject is not runs side by
+    side: their runs go one at a time, and Tune reuses one trial process for all of them (starting one costs about
+    6 CPU-s: torch, torch._dynamo, Ray Tune)."""
+    return {"cpus_per_worker": SESSION_CPUS}
 
 
 @pytest.fixture(scope="session")

@@ -210,15 +210,14 @@ ROLL = {
 
 
 @pytest.mark.slow
-def test_resume_trains_a_damaged_run_again(tmp_path: Path, ray_session):
+def test_resume_trains_a_damaged_run_again(tmp_path: Path, ray_session, one_run_at_a_time: dict):
     """A completed run whose (one, rolling) checkpoint was truncated is trained again from its start by
     `resume` and reproduces its evaluations; the intact run is left alone."""
     import yaml
 
     spec = tmp_path / "s.yaml"
-    # both CPUs of the test session's Ray per run: one run at a time, so Tune reuses one trial process (about 6 CPU-s)
     spec.write_text(yaml.safe_dump({"name": "redo", "kind": "ablation", "base": ROLL, "grid": {"ect.q": [2, 4]},
-                                    "resources": {"cpus_per_worker": 2}}))
+                                    "resources": one_run_at_a_time}))
     db, storage = tmp_path / "ect.db", tmp_path / "store"
     assert invoke("study", "run", spec, "--db", db, "--storage", storage).exit_code == 0
     store = Store(database_url(str(db)))

@@ -47,12 +47,11 @@ def in_namespace(script: str, tmp: Path, timeout: float = 900) -> subprocess.Com
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def study(tmp: Path, name: str, hidden: int, iterations: int) -> Path:
+def study(tmp: Path, name: str, hidden: int, iterations: int, resources: dict) -> Path:
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump({
         "name": name, "kind": "ablation", "max_failures": 2, "grid": {"ect.q": [2, 4]},
-        # two CPUs per run on a 2-CPU Ray: one run at a time, in one trial process that Tune reuses (about 6 CPU-s each)
-        "resources": {"cpus_per_worker": 2},
+        "resources": resources,
         "base": {"data": {"name": "swissroll", "num_samples": 200}, "network": {"arch": "mlp", "hidden": hidden, "depth": 3},
                  "schedule": {"batch_size": 16, "iterations": iterations, "log_interval": 1}}}))
     return path
@@ -81,12 +80,14 @@ def test_train_onto_a_full_disk(tmp_path: Path):
     assert (tmp_path / "left.txt").read_text() == ""  # the partial temp checkpoint was removed
 
 
-def test_storage_full_fails_runs_once_and_resume_completes(tmp_path: Path, ray_session):
-    spec = study(tmp_path, "sfull", hidden=256, iterations=4)  # ~3 MB checkpoints into a 1 MB tmpfs
+def test_storage_full_fails_runs_once_and_resume_completes(tmp_path: Path, ray_session, one_run_at_a_time: dict):
+    # ~3 MB checkpoints into a 1 MB tmpfs; the driver's own Ray in the namespace as large as the session's
+    spec = study(tmp_path, "sfull", hidden=256, iterations=4, resources=one_run_at_a_time)
+    cpus = f"{one_run_at_a_time['cpus_per_worker']:g}"
     store, db = tmp_path / "store", tmp_path / "ect.db"
     store.mkdir()
     res = in_namespace(f"mount -t tmpfs -o size=1m tmpfs {store}\n"
-                       f"{ECT} study run {spec} --db {db} --storage {store} --cpus 2 > out.txt 2> err.txt "
+                       f"{ECT} study run {spec} --db {db} --storage {store} --cpus {cpus} > out.txt 2> err.txt "
                        f"&& exit 9 || echo rc=$?\n"
                        f"find {store}/runs -type f > left.txt", tmp_path)
     assert res.returncode == 0 and "rc=1" in res.stdout, res.stdout + res.stderr + _read(tmp_path, "err.txt")
@@ -104,10 +105,11 @@ def test_storage_full_fails_runs_once_and_resume_completes(tmp_path: Path, ray_s
     assert runner.invoke(app, ["study", "verify", "sfull", "--db", str(db)]).exit_code == 0
 
 
-def test_database_disk_fills_during_a_study(tmp_path: Path, ray_session):
+def test_database_disk_fills_during_a_study(tmp_path: Path, ray_session, one_run_at_a_time: dict):
     import ray
 
-    spec = study(tmp_path, "dfull", hidden=16, iterations=200)  # a metrics row per step: the WAL grows
+    # a metrics row per step: the WAL grows
+    spec = study(tmp_path, "dfull", hidden=16, iterations=200, resources=one_run_at_a_time)
     # only the driver writes the database: its trials run on this session's Ray, outside the namespace (no Ray start)
     address = ray.get_runtime_context().gcs_address
     dbdir = tmp_path / "dbdir"

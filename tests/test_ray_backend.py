@@ -17,13 +17,10 @@ BASE = {
     "eval": {"metric": "swd", "nfe": [1, 2], "num_samples": 100},
 }
 
-# both CPUs of the test session's Ray per run: one run at a time, so Tune reuses one trial process for all of them
-# (starting one costs about 6 CPU-s: torch, torch._dynamo, Ray Tune); what runs side by side is tested elsewhere
-ONE_AT_A_TIME = {"cpus_per_worker": 2}
 
 def write_study(tmp_path: Path, **spec) -> Path:
     path = tmp_path / f"{spec['name']}.yaml"
-    path.write_text(yaml.safe_dump({"resources": ONE_AT_A_TIME, **spec}))
+    path.write_text(yaml.safe_dump(spec))
     return path
 
 
@@ -31,9 +28,9 @@ def invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
-def test_study_end_to_end_then_resubmission_runs_nothing(tmp_path, ray_session):
+def test_study_end_to_end_then_resubmission_runs_nothing(tmp_path, ray_session, one_run_at_a_time):
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
-    spec = write_study(tmp_path, name="e2e", kind="ablation", base=BASE,
+    spec = write_study(tmp_path, name="e2e", kind="ablation", base=BASE, resources=one_run_at_a_time,
                        pretrain={"overrides": {"schedule.iterations": 16}}, grid={"ect.q": [2, 4]})
     res = invoke("study", "run", str(spec), "--db", db, "--storage", storage)
     assert res.exit_code == 0, res.output
@@ -67,13 +64,13 @@ def test_study_end_to_end_then_resubmission_runs_nothing(tmp_path, ray_session):
     assert {r["label"] for r in json.loads(pareto.stdout)} <= {"q=2", "q=4"}
 
 
-def test_failing_and_diverging_runs_do_not_stop_the_others(tmp_path, ray_session):
+def test_failing_and_diverging_runs_do_not_stop_the_others(tmp_path, ray_session, one_run_at_a_time):
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
     images = tmp_path / "images"  # exists (validation passes) but holds no image: the run fails while it sets up
     images.mkdir()
     (images / "000.png").write_text("not a png")
     spec = write_study(
-        tmp_path, name="faults", kind="custom", base=BASE, max_failures=1,
+        tmp_path, name="faults", kind="custom", base=BASE, max_failures=1, resources=one_run_at_a_time,
         variants=[
             {"label": "good", "overrides": {}},
             {"label": "bad-data", "overrides": {"data.name": "image_folder", "data.path": str(images),

@@ -83,14 +83,10 @@ def server(tmp_path_factory):
     yield srv
     srv.stop()
 
-# both CPUs of the test session's Ray per run: one run at a time, so Tune reuses one trial process for all of them
-# (starting one costs about 6 CPU-s: torch, torch._dynamo, Ray Tune); what runs side by side is tested elsewhere
-ONE_AT_A_TIME = {"cpus_per_worker": 2}
 
 def write_study(tmp_path: Path, name: str, **extra) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "kind": "ablation", "base": BASE, "variants": VARIANTS,
-                                    "resources": ONE_AT_A_TIME, **extra}))
+    path.write_text(yaml.safe_dump({"name": name, "kind": "ablation", "base": BASE, "variants": VARIANTS, **extra}))
     return path
 
 
@@ -143,9 +139,10 @@ def assert_mirrors_store(uri: str, db: str, study: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("mlflow-server")  # one worker runs the three, so the module starts one server
-def test_tracking_down_does_not_touch_the_study_and_sync_uploads_it_later(tmp_path, server, ray_session):
+def test_tracking_down_does_not_touch_the_study_and_sync_uploads_it_later(tmp_path, server, ray_session,
+                                                                          one_run_at_a_time):
     db, storage = str(tmp_path / "ect.db"), str(tmp_path / "store")
-    spec = write_study(tmp_path, "track-later")
+    spec = write_study(tmp_path, "track-later", resources=one_run_at_a_time)
     down = f"mlflow:http://127.0.0.1:{free_port()}"  # nothing listens there
     res = runner.invoke(app, ["study", "run", str(spec), "--db", db, "--storage", storage, "--track", down])
     assert res.exit_code == 0, res.output
@@ -166,10 +163,12 @@ def test_tracking_down_does_not_touch_the_study_and_sync_uploads_it_later(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("mlflow-server")
-def test_a_tracked_study_is_mirrored_live_and_writes_no_tensorboard_files(tmp_path, server, ray_session):
+def test_a_tracked_study_is_mirrored_live_and_writes_no_tensorboard_files(tmp_path, server, ray_session,
+                                                                          one_run_at_a_time):
     uri = server.ready()
     db, storage = str(tmp_path / "ect.db"), tmp_path / "store"
-    spec = write_study(tmp_path, "track-live", tracking=f"mlflow:{uri}")  # the study's own tracking: field
+    # the study's own tracking: field
+    spec = write_study(tmp_path, "track-live", tracking=f"mlflow:{uri}", resources=one_run_at_a_time)
     res = runner.invoke(app, ["study", "run", str(spec), "--db", db, "--storage", str(storage)])
     assert res.exit_code == 0, res.output
     assert "warning" not in res.stderr and "synced to" in res.stderr
