@@ -196,7 +196,10 @@ def test_live_tracking_syncs_changed_runs_from_a_background_thread(tmp_path, ser
     store, spec = synthetic_store.build(tmp_path / "ect.db")
     console = Console(file=io.StringIO())
     live = LiveTracking(tracker_for(f"mlflow:{uri}"), store, spec.name, console, interval=0.2)
-    changed = store.runs_frame(spec.name)["run_id"].iloc[0]
+    runs = store.runs_frame(spec.name)
+    # a tuning run, whose FD follows the synthetic law (store order puts the pretraining first once registration
+    # spans a second, as it can on a loaded machine)
+    changed = runs.loc[runs["role"] == "tune", "run_id"].iloc[0]
     live.changed(changed, {"step": 50})
     deadline = time.monotonic() + 300
     while not finished(uri, spec.name, changed):
