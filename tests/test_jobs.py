@@ -101,7 +101,9 @@ def test_submit_to_a_server_that_never_answers_is_one_line(spec_file, tmp_path):
     finally:
         for s in (*accepted, server):
             s.close()
+    assert accepted, "the client never connected: this is not the silent-peer case"
     one_line_error(res, 1, f"cannot reach the Ray Jobs server at {url}: no answer within 5 s")
+    assert not (tmp_path / "e.db").exists()  # nothing written
 
 
 @pytest.mark.parametrize("args,code,needle", [
