@@ -46,24 +46,68 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     position = {item.nodeid: i for i, item in enumerate(items)}
     first = {module(item): position[item.nodeid] for item in reversed(items)}
     items.sort(key=lambda item: (module_weight[module(item)], first[module(item)], _weight(item), position[item.nodeid]))
+    ahead = False
+    for item in reversed(items):
+        ahead = ahead or "ray_session" in item.fixturenames
+        RAY_AHEAD[item.nodeid] = ahead
+
+
+RAY_AHEAD: dict[str, bool] = {}  # node id -> whether it or a test after it (in the sorted order) uses ray_session
 
 
 SESSION_CPUS = 2  # of the test session's Ray (ray_session)
 
 
-@pytest.fixture(scope="session")
+class SessionRay:
+    """One local 2-CPU Ray on loopback in its own short temp dir, started for the first test that asks for it and
+    stopped when no later test will (pytest_runtest_teardown): an idle Ray still costs about 2.4 CPU-s a minute, and
+    the tests on Ray come first (pytest_collection_modifyitems), so it would idle through the rest of the suite."""
+
+    def __init__(self) -> None:
+        self.tmp: str | None = None
+        self.saved_tmpdir: str | None = None
+
+    def start(self) -> None:
+        if self.tmp is not None:
+            return
+        from orchestrator.ray_backend import init_ray
+
+        self.tmp = tempfile.mkdtemp(prefix="ect-ray-", dir="/tmp")
+        self.saved_tmpdir = os.environ.get("RAY_TMPDIR")
+        os.environ["RAY_TMPDIR"] = self.tmp
+        init_ray(None, num_cpus=SESSION_CPUS)
+
+    def stop(self) -> None:
+        if self.tmp is None:
+            return
+        import ray
+
+        ray.shutdown()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.saved_tmpdir is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = self.saved_tmpdir
+        self.tmp = None
+
+
+SESSION_RAY = SessionRay()
+
+
+@pytest.fixture
 def ray_session():
-    """One local 2-CPU Ray on loopback, in its own short temp dir, stopped by us at the end."""
-    import ray
-
-    from orchestrator.ray_backend import init_ray
-
-    tmp = tempfile.mkdtemp(prefix="ect-ray-", dir="/tmp")
-    os.environ["RAY_TMPDIR"] = tmp
-    init_ray(None, num_cpus=SESSION_CPUS)
+    """The session's local Ray (SessionRay), started if it is not running."""
+    SESSION_RAY.start()
     yield
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the session's Ray once no test from the next one on in the run's order uses it. Not as soon as the next
+    test does not: pytest-xdist hands each worker tests in that order, but the two workers take turns, so a worker's
+    tests on Ray and off it alternate, and each restart costs about 5 CPU-s."""
+    if nextitem is None or not RAY_AHEAD.get(nextitem.nodeid, True):
+        SESSION_RAY.stop()
 
 
 @pytest.fixture(scope="session")

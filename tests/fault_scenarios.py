@@ -47,6 +47,7 @@ FAULT_ENV = {
     "RAY_health_check_failure_threshold": "3",
     "RAY_health_check_initial_delay_ms": "1000",
     "RAY_worker_niceness": "0",  # as orchestrator.ray_backend.init_ray: trials not starved by other processes
+    "RAY_prestart_worker_first_driver": "0",  # as init_ray: no idle workers that no trial would take
     "OMP_WAIT_POLICY": "PASSIVE",
 }
 

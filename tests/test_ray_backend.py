@@ -38,6 +38,12 @@ def test_study_end_to_end_then_resubmission_runs_nothing(tmp_path, ray_session, 
     runs = store.runs_frame("e2e")
     assert sorted(runs["status"]) == ["completed"] * 3 and list(runs["attempts"]) == [1, 1, 1]
     assert all(Path(c).is_file() and Path(c).is_relative_to(Path(storage).resolve()) for c in runs["checkpoint"])
+    # the trials ran in workers of the driver's job, and Ray prestarted no idle worker for no job (init_ray): Ray 2.60
+    # would have within seconds of its start, and the study took longer
+    import ray._private.worker as ray_worker
+
+    workers = [p.name for p in Path(ray_worker._global_node.get_logs_dir_path()).glob("worker-*.out")]
+    assert workers and not [w for w in workers if "-ffffffff-" in w], workers
     evals = store.evaluations_frame("e2e")
     # every run evaluated at NFE 1 and 2 at its last step (and at the configured interval: none here)
     assert len(evals) == 3 * 2 and set(evals["metric"]) == {"swd"} and (evals["value"] > 0).all()
