@@ -151,7 +151,7 @@ def test_a_stopped_driver_releases_its_runs_and_leaves_the_watched_ones_alone(tm
 DRIVER_BASE = {
     "data": {"name": "swissroll", "num_samples": 1000},
     "network": {"arch": "mlp", "hidden": 16, "depth": 1},
-    "schedule": {"batch_size": 32, "iterations": 2000, "log_interval": 500, "checkpoint_interval": 500},
+    "schedule": {"batch_size": 32, "iterations": 1000, "log_interval": 250, "checkpoint_interval": 500},
 }
 
 
