@@ -53,8 +53,10 @@ FAULT_ENV = {
 
 
 def runs(db: Path) -> list[dict]:
+    """The store's runs, read with sqlite3 (cheap enough to poll while drivers write it); [] before a driver has
+    created the database, which this never creates itself (mode=rw)."""
     try:
-        con = sqlite3.connect(db, timeout=30)
+        con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)
         con.row_factory = sqlite3.Row
         rows = [dict(r) for r in con.execute("select run_id, label, status, step, attempts, checkpoint from runs")]
         resumed = con.execute("select run_id, step from metrics where name = 'resumed_from'").fetchall()

@@ -5,7 +5,6 @@ import contextlib
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from fault_scenarios import runs as stored_runs
 from orchestrator.cli import app
 from orchestrator.store import Store, database_url
 
@@ -138,20 +138,10 @@ def session_members(sid: int) -> set[int]:
     return pids
 
 
-def running_with_checkpoint(db: str, study: str) -> list[int]:
-    """Steps of `study`'s runs that are running with a checkpoint. Read with sqlite3, not a Store: the tests poll this
-    every 0.2 s while a driver starts, and a Store and its DataFrame cost 40 ms a call, a fifth of a core."""
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-        try:
-            rows = con.execute("select r.step from runs r join study_runs s on s.run_id = r.run_id "
-                               "where s.study = ? and r.status = 'running' and r.checkpoint is not null",
-                               (study,)).fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error:  # not created yet
-        return []
-    return [step for (step,) in rows]
+def running_with_checkpoint(db: str) -> list[int]:
+    """Steps of the runs that are running with a checkpoint (each test's database holds one study). Read with
+    sqlite3, not a Store: the tests poll this every 0.2 s, and a Store and its DataFrame cost 40 ms a call."""
+    return [r["step"] for r in stored_runs(Path(db)) if r["status"] == "running" and r["checkpoint"]]
 
 
 # long enough that a cancel or a signal sent once a checkpoint exists always finds the run still training, even on
@@ -179,7 +169,7 @@ def test_ctrl_c_stops_a_driver_and_its_own_ray(tmp_path):
     spec = write_study(tmp_path, name="sig", kind="custom", base=LONG, variants=[{"label": "a", "overrides": {}}])
     proc = driver(tmp_path, "study", "run", str(spec), "--db", db, "--storage", storage, own_ray=True)
     try:
-        wait_for(lambda: proc.poll() is not None or running_with_checkpoint(db, "sig"), 180,
+        wait_for(lambda: proc.poll() is not None or running_with_checkpoint(db), 180,
                  "a running run with a checkpoint")
         assert proc.poll() is None, proc.communicate()
         assert len(session_members(proc.pid)) > 1  # the driver and its Ray's processes (GCS, raylet, workers)
@@ -207,7 +197,7 @@ def test_sigterm_then_cancel_each_stop_a_driver_and_resume_continues(tmp_path, r
 
     proc = driver(tmp_path, "study", "run", str(spec), "--db", db, "--storage", storage)
     try:
-        wait_for(lambda: proc.poll() is not None or running_with_checkpoint(db, "stop"), 180,
+        wait_for(lambda: proc.poll() is not None or running_with_checkpoint(db), 180,
                  "a running run with a checkpoint")
         assert proc.poll() is None, proc.communicate()
         assert trial_processes()
@@ -226,7 +216,7 @@ def test_sigterm_then_cancel_each_stop_a_driver_and_resume_continues(tmp_path, r
 
     proc = driver(tmp_path, "study", "resume", "stop", "--db", db, "--storage", storage)
     try:
-        wait_for(lambda: proc.poll() is not None or min(running_with_checkpoint(db, "stop"), default=0) > interrupted_at,
+        wait_for(lambda: proc.poll() is not None or min(running_with_checkpoint(db), default=0) > interrupted_at,
                  180, "the resumed run training past its checkpoint")
         assert proc.poll() is None, proc.communicate()
         res = runner.invoke(app, ["study", "cancel", "stop", "--db", db])
