@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -33,6 +32,8 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+from machine import describe, summary_fields  # noqa: E402  (beside this file, which leaves sys.path next)
+
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # this file would shadow the package
 sys.path.insert(0, str(HERE.parent))
 
@@ -41,6 +42,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import analysis as A  # noqa: E402
+
 
 T_IMPORT = (time.perf_counter() - T_START, time.process_time() - C_START)
 
@@ -103,14 +105,6 @@ def main() -> None:
     print(json.dumps({"timings": timings, "note": note}))
 
 
-def cpu_model() -> str:
-    """The CPU model from /proc/cpuinfo and the core count."""
-    info = Path("/proc/cpuinfo")
-    model = next((line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-                  if line.startswith("model name")), "") if info.exists() else ""
-    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
 def run_child(out: Path | None) -> dict[str, Any]:
     """One measurement in a fresh interpreter (so the import is timed cold each time)."""
     cmd = [sys.executable, __file__, "--once"] + (["--out", str(out)] if out else [])
@@ -154,7 +148,8 @@ def report(runs: list[dict[str, Any]], cli: dict[str, tuple[float, float]]) -> N
     wall = {k: min(r["timings"][k][0] for r in runs) for k in labels}
     cpu = {k: min(r["timings"][k][1] for r in runs) for k in labels}
     width = max(map(len, labels))
-    print(f"CPU: {cpu_model()}; load average {os.getloadavg()[0]:.1f} when done; minima of {len(runs)} fresh runs")
+    print(describe())
+    print(f"load average {os.getloadavg()[0]:.1f} when done; minima of {len(runs)} fresh runs")
     print(f"{'step':<{width}}  {'wall':>7}    {'cpu':>7}")
     for label in labels:
         print(f"{label:<{width}}  {wall[label]:7.3f} s  {cpu[label]:7.3f} s")
@@ -166,7 +161,7 @@ def report(runs: list[dict[str, Any]], cli: dict[str, tuple[float, float]]) -> N
     for label, (wall_s, cpu_s) in cli.items():
         print(f"{label:<{width}}  {wall_s:7.3f} s  {cpu_s:7.3f} s")
     help_s, list_s = cli["ect --help"][0], cli["ect runs list"][0]
-    print(f"summary: total_s={total:.3f} total_cpu_s={total_cpu:.3f} slowest_run_s={worst:.3f} runs={len(runs)} "
+    print(f"summary: {summary_fields()} total_s={total:.3f} total_cpu_s={total_cpu:.3f} slowest_run_s={worst:.3f} runs={len(runs)} "
           f"goal_s=5 met={total < 5} met_cpu={total_cpu < 5} help_s={help_s:.3f} runs_list_s={list_s:.3f} "
           f"help_cpu_s={cli['ect --help'][1]:.3f} runs_list_cpu_s={cli['ect runs list'][1]:.3f} "
           f"cli_goal_s={CLI_GOAL_S} cli_met={max(help_s, list_s) < CLI_GOAL_S}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -33,16 +32,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from machine import describe, summary_fields
 from trainer.config import ImageFolderData, TrainConfig, load_config  # noqa: E402
 from trainer.data import load_dataset  # noqa: E402
 from trainer.loop import RunState  # noqa: E402
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def write_zip(path: Path, n: int, size: int, classes: int = 10) -> None:
@@ -137,8 +130,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader processes")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per data-share measurement")
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"{describe()}; {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
         big, cifar = Path(tmp) / "imagenet64.zip", Path(tmp) / "cifar_shaped.zip"
         start = time.perf_counter()
@@ -164,7 +156,7 @@ def main() -> None:
         share_cifar = data_share(cifar_cfg, args.steps)
         print(f"waiting for data: digits step (in memory, batch {digits.schedule.batch_size}) "
               f"{share_digits:.1%}; CIFAR-shaped step (streamed, batch 128) {share_cifar:.1%}; goal < 5 %")
-    print(f"summary: peak_over_uint8={ratio:.2f} loader_img_s={img_s:.0f} data_share_digits={share_digits:.4f} "
+    print(f"summary: {summary_fields()} peak_over_uint8={ratio:.2f} loader_img_s={img_s:.0f} data_share_digits={share_digits:.4f} "
           f"data_share_cifar={share_cifar:.4f} images={args.images} workers={args.workers}")
 
 

@@ -19,8 +19,6 @@ given) and for both together, then the two FD values.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from typing import Callable
 
@@ -29,6 +27,7 @@ import scipy
 import scipy.linalg
 import torch
 
+from machine import describe, summary_fields
 from trainer.metrics import StreamingStats, frechet_distance
 
 BATCH = 1000
@@ -87,8 +86,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+    print(f"{describe()}; {torch.get_num_threads()} threads, "
           f"numpy {np.__version__}, scipy {scipy.__version__}")
     a = synthetic_features(args.n, args.dim, args.seed, 0.0)
     b = synthetic_features(args.n, args.dim, args.seed + 1, 0.05)
@@ -106,7 +104,7 @@ def main() -> None:
         print(f"{name:<26}{t_stats:>10.2f}{t_fd:>13.2f}{t_stats + t_fd:>16.2f}{value:>16.6f}")
     rel = abs(values[0] - values[1]) / max(abs(values[1]), 1e-300)
     print(f"FD eigh = {values[0]:.9f}, FD sqrtm = {values[1]:.9f}, relative difference {rel:.2e}")
-    print(f"summary: fd_eigh={values[0]:.9f} fd_sqrtm={values[1]:.9f} rel_diff={rel:.2e}")
+    print(f"summary: {summary_fields()} fd_eigh={values[0]:.9f} fd_sqrtm={values[1]:.9f} rel_diff={rel:.2e}")
 
 
 if __name__ == "__main__":

@@ -22,15 +22,15 @@ calibrate the quantile at a few hundred refits per fit, which reports do not pay
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # this file would shadow the package
+from machine import describe, summary_fields  # noqa: E402  (beside this file, which leaves sys.path next)
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # benchmarks/analysis.py would shadow the package
 sys.path.insert(0, str(HERE.parent))
 
 import numpy as np  # noqa: E402
@@ -41,14 +41,6 @@ from analysis.powerlaw import t_quantile  # noqa: E402
 
 POWER = {"K": 100.0, "alpha": -0.3, "sigma": 0.05, "c_max": 32.0}
 SATURATING = {"E": 50.0, "K": 400.0, "alpha": -0.7, "sigma": 0.03, "c_max": 2048.0}
-
-
-def cpu_model() -> str:
-    """The CPU model from /proc/cpuinfo (platform's guess elsewhere) and the core count."""
-    info = Path("/proc/cpuinfo")
-    model = next((line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-                  if line.startswith("model name")), "") if info.exists() else ""
-    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def data(truth: dict[str, float], n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +80,8 @@ def main() -> None:
     parser.add_argument("--sets", type=int, default=300, help="seeded data sets per row")
     parser.add_argument("--bca-resamples", type=int, default=999, help="bootstrap resamples of the BCa comparison")
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()}; {args.sets} seeded sets per row; nominal level 95 %")
+    print(describe())
+    print(f"{args.sets} seeded sets per row; nominal level 95 %")
     rows: list[tuple[str, str, int, str, float]] = []
     start = time.perf_counter()
     for n in (6, 12):
@@ -131,7 +124,7 @@ def main() -> None:
     reported = [r for r in rows if "BCa" not in r[3]]
     short = {"power law": "pl", "saturating": "sat"}
     print(f"took {elapsed:.1f} s")
-    print("summary: " + " ".join(f"{short[f]}_{p}_n{n}={100 * c:.1f}" for f, p, n, _, c in reported)
+    print(f"summary: {summary_fields()} " + " ".join(f"{short[f]}_{p}_n{n}={100 * c:.1f}" for f, p, n, _, c in reported)
           + f" all_within_93_97={all(0.93 <= r[4] <= 0.97 for r in reported)} sets={args.sets}")
 
 

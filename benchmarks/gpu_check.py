@@ -26,7 +26,6 @@ the GPU machine's Python version (e.g. 3.11) and platform:
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ if (REPO / ".gpu_wheels").is_dir():
 
 import torch  # noqa: E402
 
+from machine import describe, summary_fields
 from trainer.config import TrainConfig, load_config  # noqa: E402
 from trainer.data import Dataset  # noqa: E402
 from trainer.loop import RunState  # noqa: E402
@@ -51,17 +51,6 @@ MODES = {  # name: (precision, tf32, channels_last, compile)
     "bf16+channels_last": ("bf16", True, True, False),
     "bf16+channels_last+compile": ("bf16", True, True, True),
 }
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (or platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def synthetic(shape: tuple[int, ...], classes: int, n: int = 1024) -> Dataset:
@@ -127,7 +116,7 @@ def main() -> None:
     gpu = torch.cuda.is_available() and not args.cpu
     device, batch = ("cuda", 128) if gpu else ("cpu", 2)
     steps, warmup, agree_steps = (args.steps, 5, 50) if gpu else (1, 0, 2)
-    print(f"CPU: {cpu_model()}; torch {torch.__version__}")
+    print(describe())
     print(f"GPU: {torch.cuda.get_device_name() if gpu else 'none (CPU fallback: shrunken networks, batch 2)'}")
     cifar = load_config(REPO / "configs/paper/cifar10_ect.yaml")
     edm2 = load_config(REPO / "configs/paper/imagenet64_ecm_s.yaml")
@@ -155,7 +144,7 @@ def main() -> None:
     named = {"fp32": 0, "tf32": 1, "bf16": 2, "bf16_cl": 3, "bf16_cl_compile": 4, "edm2s_bf16": 5}
     fields = " ".join(f"{k}_img_s={rows[i][2]['img_s']:.1f}" for k, i in named.items())
     peak = max(r["peak_gib"] for _, _, r in rows)
-    print(f"summary: device={'cuda' if gpu else 'cpu-fallback'} {fields} peak_gib={peak:.2f} "
+    print(f"summary: {summary_fields()} device={'cuda' if gpu else 'cpu-fallback'} {fields} peak_gib={peak:.2f} "
           f"loss_max_rel_diff={max(rel):.3g} speedup_vs_official={best / OFFICIAL_IMG_S:.2f}")
 
 

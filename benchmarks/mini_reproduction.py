@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from machine import describe, summary_fields
 from orchestrator.store import Store, database_url
 from studies.spec import load_study
 from trainer.data import load_dataset
@@ -48,21 +47,6 @@ from trainer.reporter import NullReporter
 
 REPO = Path(__file__).resolve().parents[1]
 ECT = [sys.executable, "-m", "orchestrator"]
-
-
-def cpu() -> tuple[str, bool]:
-    """(CPU model name, whether the CPU has AVX-512F) from /proc/cpuinfo."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    field = lambda name: next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith(name)), "")
-    return field("model name") or platform.processor() or platform.machine(), "avx512f" in field("flags").split()
-
-
-def machine() -> str:
-    model, avx512 = cpu()
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    return (f"{os.cpu_count()} cores, {model}, AVX-512 {'yes' if avx512 else 'no'}, torch {torch.__version__} "
-            f"kernels {torch.backends.cpu.get_cpu_capability()}{f', oneDNN ISA <= {isa}' if isa else ''}, "
-            f"Python {platform.python_version()}")
 
 
 def timed(args: list[str]) -> float:
@@ -134,7 +118,7 @@ def main() -> None:
     torch.set_num_threads(max(1, int(pretrain.resources.cpus)) if pretrain is not None else 1)
     evals = evaluation_cost(db, name)
 
-    print(f"\n=== mini reproduction: {name} on {machine()}")
+    print(f"\n=== mini reproduction: {name}\n{describe()}")
     print(f"wall: study run {run_s:.0f} s = pretraining {wall['pretrain']:.0f} s (with its evaluations and the Heun "
           f"baseline) + tuning {wall['tune']:.0f} s (with their evaluations) + Ray start-up and bookkeeping "
           f"{wall['other']:.0f} s; study evaluate {evaluate_s:.0f} s; report {report_s:.0f} s; total {total_s:.0f} s = {total_s / 60:.2f} min")
@@ -180,9 +164,7 @@ def main() -> None:
     print(f"(c) every fitted alpha's 95 % t-interval excludes 0: {excl}")
     print(f"report and figures: {report_dir}")
     c_met = excl and bool(rep["seed_spread"]) and all(row["exceeds"] for row in rep["seed_spread"])
-    model, avx512 = cpu()
-    print(f"summary: cpu={model.replace(' ', '_')} avx512={'yes' if avx512 else 'no'} "
-          f"kernels={torch.backends.cpu.get_cpu_capability()} pretrain_s={wall['pretrain']:.0f} "
+    print(f"summary: {summary_fields()} pretrain_s={wall['pretrain']:.0f} "
           f"tune_s={wall['tune']:.0f} other_s={wall['other']:.0f} report_s={report_s:.0f} total_s={total_s:.0f} "
           f"total_min={total_s / 60:.2f} evaluate_s={evaluate_s:.0f} heun_eval_s={evals['heun']:.1f} "
           f"b={'met' if b['holds'] else 'not_met'} "

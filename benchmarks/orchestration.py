@@ -17,8 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
+from machine import describe, summary_fields
 from orchestrator.ray_backend import RayBackend, init_ray
 from orchestrator.store import Store, database_url
 from orchestrator.study_runner import execute, register
@@ -72,12 +71,13 @@ def main() -> None:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
     assert counts == {"completed": len(runs)}, counts
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {len(runs)} runs x {args.iterations} steps")
+    print(describe())
+    print(f"{len(runs)} runs x {args.iterations} steps")
     print(f"sequential train(): {sequential:.2f} s")
     print(f"Ray study:          {ray_wall:.2f} s (plus {startup:.2f} s one-time Ray start-up)")
     print(f"ratio {ray_wall / sequential:.3f}  (target <= 1.15)")
     print(f"overhead {(ray_wall - sequential) / len(runs):.3f}  (seconds per run, target <= 1)")
-    print(f"summary: sequential_s={sequential:.2f} ray_s={ray_wall:.2f} ray_startup_s={startup:.2f} "
+    print(f"summary: {summary_fields()} sequential_s={sequential:.2f} ray_s={ray_wall:.2f} ray_startup_s={startup:.2f} "
           f"ratio={ray_wall / sequential:.3f} overhead_s_per_run={(ray_wall - sequential) / len(runs):.3f}")
 
 

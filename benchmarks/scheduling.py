@@ -19,12 +19,11 @@ a narrow run started on GPUs a wide run waits for can delay the wide one, so in 
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 from pathlib import Path
 
 import torch
 
+from machine import describe, summary_fields
 from orchestrator.backend import InProcessBackend, QueueWork
 from orchestrator.cli_options import PEAK_TFLOPS, UTILIZATION
 from orchestrator.scheduling import DependencyQueue, Task
@@ -35,16 +34,6 @@ from trainer.loop import meta_model
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = ("s", "m", "l", "xl")
-
-
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def forward_flops(size: str) -> int:
@@ -90,7 +79,7 @@ def main() -> None:
     ap.add_argument("--size-gpus", default="1,2,2,4", help="GPUs per run of ECM-S,M,L,XL (bigger models ask for more)")
     args = ap.parse_args()
     size_gpus = dict(zip(SIZES, (int(g) for g in args.size_gpus.split(","))))
-    print(f"CPU: {cpu_model()}")
+    print(describe())
     flops = {size: forward_flops(size) for size in SIZES}
     for size, f in flops.items():
         print(f"ECM-{size.upper()}: {f / 1e9:.1f} GFLOPs per forward pass (64x64, meta device)")
@@ -105,7 +94,7 @@ def main() -> None:
         print(f"{name:>10}: makespan {makespan / 3600:8.2f} h, idle {idle / 3600:8.2f} GPU-h "
               f"({idle / (makespan * args.gpus):.1%} of {makespan * args.gpus / 3600:.1f} GPU-h)")
     (b_span, b_idle), (d_span, d_idle) = results["barrier"], results["dependency"]
-    print(f"summary: barrier_makespan_h={b_span:.3f} dependency_makespan_h={d_span:.3f} "
+    print(f"summary: {summary_fields()} barrier_makespan_h={b_span:.3f} dependency_makespan_h={d_span:.3f} "
           f"barrier_idle_gpu_h={b_idle:.3f} dependency_idle_gpu_h={d_idle:.3f} "
           f"idle_saved_gpu_h={b_idle - d_idle:.3f} makespan_saved_pct={100 * (1 - d_span / b_span):.1f}")
 

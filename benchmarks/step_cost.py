@@ -19,6 +19,7 @@ from tempfile import TemporaryDirectory
 
 import torch
 
+from machine import describe, summary_fields
 from trainer.config import TrainConfig, load_config
 from trainer.data import Dataset, load_dataset
 from trainer.loop import RunState, resolve_device
@@ -80,7 +81,7 @@ def main() -> None:
     if args.gpu:
         gpu(args)
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{describe()}; {torch.get_num_threads()} threads")
     ratios = []
     for path in args.config or PRESETS:
         cfg = load_config(path)
@@ -91,7 +92,7 @@ def main() -> None:
               f"diffusion {b / t['diffusion']:.0f} img/s ({t['diffusion'] * 1e3:.1f} ms/step), "
               f"ratio {ratios[-1]:.3f}")
     print(f"ratio {ratios[0]:.3f}  (first config; floor ~4/3, target <= 1.40)")
-    print("summary: " + " ".join(f"ratio{i}={r:.3f}" for i, r in enumerate(ratios)))
+    print(f"summary: {summary_fields()} " + " ".join(f"ratio{i}={r:.3f}" for i, r in enumerate(ratios)))
 
 
 def gpu(args: argparse.Namespace) -> None:
@@ -106,7 +107,7 @@ def gpu(args: argparse.Namespace) -> None:
           f"channels_last={cfg.gpu.channels_last}, compile={args.compile}")
     print(f"ECT step {b / t['ect']:.0f} img/s ({t['ect'] * 1e3:.1f} ms), diffusion step {b / t['diffusion']:.0f} img/s")
     print(f"ratio {t['ect'] / t['diffusion']:.3f}")
-    print(f"summary: ect_img_s={b / t['ect']:.0f} diffusion_img_s={b / t['diffusion']:.0f} "
+    print(f"summary: {summary_fields()} ect_img_s={b / t['ect']:.0f} diffusion_img_s={b / t['diffusion']:.0f} "
           f"ratio={t['ect'] / t['diffusion']:.3f}")
 
 

@@ -20,5 +20,6 @@ def test_gpu_check_cpu_fallback_prints_the_table_and_summary():
     assert any(line.startswith("EDM2-S 64x64 bf16") for line in lines)
     summary = dict(kv.split("=") for kv in lines[-1].removeprefix("summary: ").split())
     assert lines[-1].startswith("summary: ") and summary["device"] == "cpu-fallback"
+    assert lines[0].startswith("machine: ") and summary["cpu"] and summary["avx512"] in ("yes", "no")
     assert all(float(summary[k]) > 0 for k in summary if k.endswith("_img_s"))
     assert float(summary["loss_max_rel_diff"]) == 0.0  # bf16 autocast is CUDA-only: identical losses on a CPU
