@@ -236,10 +236,11 @@ def fit_saturating(x: Any, y: Any, ci: float = 0.95, f_scale: float = 0.1, level
     reasons += _weak_parameters(p, np.sqrt(np.diag(cov_n)))
     tq = t_quantile(ci, n - N_PARAMS)
     converged = not reasons
+    with np.errstate(over="ignore"):  # a K that the points barely constrain has an unbounded interval: inf
+        K_ci = (float(np.exp(log_k - tq * se[1])), float(np.exp(log_k + tq * se[1])))
     return SaturatingFit(
         converged=converged, reason="; ".join(reasons), se_E=float(se[0]), se_log_K=float(se[1]),
-        se_alpha=float(se[2]), E_ci=(max(0.0, float(p[0] - tq * se[0])), float(p[0] + tq * se[0])),
-        K_ci=(float(np.exp(log_k - tq * se[1])), float(np.exp(log_k + tq * se[1]))),
+        se_alpha=float(se[2]), E_ci=(max(0.0, float(p[0] - tq * se[0])), float(p[0] + tq * se[0])), K_ci=K_ci,
         alpha_ci=(float(p[2] - tq * se[2]), float(p[2] + tq * se[2])),
         cov=tuple(tuple(float(v) for v in row) for row in cov),
         floor_identified=converged and p_floor < level and aic1 < aic0, **fields)

@@ -91,7 +91,8 @@ def main() -> int:
         for i in range(args.repeat):
             runs.append(run_suite(pytest_args))
             rc, wall, cpu, counts = runs[-1]
-            print(f"run {i + 1}/{args.repeat}: exit {rc}, {wall / 60:.0f} min {wall % 60:.0f} s, {cpu:.0f} busy CPU-s, "
+            minutes, seconds = divmod(round(wall), 60)
+            print(f"run {i + 1}/{args.repeat}: exit {rc}, {minutes} min {seconds} s, {cpu:.0f} busy CPU-s, "
                   f"{', '.join(f'{n} {k}' for k, n in counts.items()) or 'no pytest counts'}", flush=True)
             if rc != 0:
                 break

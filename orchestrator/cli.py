@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, get_args
 
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 from trainer.config import ConfigError, FDMetric, PointMetric, batch_error, format_validation_error, load_config, valid_device
 
 from . import cli_analysis, cli_db, cli_runs, cli_study, cli_toy
+from .cli_options import print_json
 from .common import RUNTIME, clean_errors, err, out
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def train_cmd(
                 values = train_on_local_workers(cfg.to_json(), out_dir, workers, reporter)
     summary = {k: values[k] for k in keys}
     if json_out:
-        out.print_json(json.dumps(summary))
+        print_json(summary)
     else:
         table = Table(title=f"ect train {config}", show_header=False)
         for k, v in summary.items():
@@ -188,7 +188,7 @@ def eval_cmd(
         results = evaluator.evaluate(net, step=0, reporter=NullReporter(), nfes=nfes)
     rows = [r.__dict__ for r in results]
     if json_out:
-        out.print_json(json.dumps({"checkpoint": str(checkpoint), "results": rows}))
+        print_json({"checkpoint": str(checkpoint), "results": rows})
         return
     table = Table(title=f"ect eval {checkpoint}")
     for col in ("nfe", "sampler", "metric", "value", "extractor", "num_samples"):

@@ -6,7 +6,6 @@ missing; each row is written in its own transaction as soon as it is measured.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -18,6 +17,7 @@ from rich.table import Table
 from studies.spec import Evaluate, stored_spec
 from trainer.config import ConfigError, format_validation_error
 
+from .cli_options import print_json
 from .common import DB_OPTION, STORAGE_OPTION, clean_errors, open_store, out
 
 # torch and the trainer are imported by the command (orchestrator.evaluate_runs), not by `ect --help`.
@@ -105,7 +105,7 @@ def _settings(declared: Evaluate, steps: str | None, mid_times: str | None, heun
 def _show(rows: list[dict], name: str, json_out: bool) -> None:
     new = sum(r["new"] for r in rows)
     if json_out:
-        out.print_json(json.dumps({"study": name, "added": new, "evaluations": rows}))
+        print_json({"study": name, "added": new, "evaluations": rows})
         return
     table = Table(title=f"study {name}: {new} evaluations added, {len(rows) - new} already stored")
     cols = ("label", "step", "sampler", "sampler_params", "nfe", "value")

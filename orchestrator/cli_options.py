@@ -7,6 +7,7 @@ Imports nothing heavy: `ect --help` must not pay for torch, scipy or matplotlib.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -99,14 +100,34 @@ def points_note(points: str, n_points: int, n_runs: int) -> str:
     return f"fit on {n_runs} runs (every seed a point)"
 
 
+def json_text(payload: Any, indent: int | None = None) -> str:
+    """Strict JSON (RFC 8259) of `payload`: numpy scalars, enums, timestamps and paths made plain, and a
+    non-finite number (an unbounded interval's end, a missing value) written as null, as pandas writes it:
+    `Infinity` and `NaN` are not JSON, and jq and most parsers outside Python reject them."""
+    return json.dumps(_finite(payload), default=_plain, allow_nan=False, indent=indent)
+
+
 def print_json(payload: Any) -> None:
     """JSON as plain stdout (no console markup, colour or wrapping), one document and a newline."""
-    sys.stdout.write(json.dumps(payload, default=_plain) + "\n")
+    sys.stdout.write(json_text(payload) + "\n")
 
 
 def print_csv(text: str) -> None:
     """CSV text as plain stdout."""
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float (Python's or numpy's) inside dicts, lists and tuples replaced by None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and hasattr(value, "dtype") and getattr(value, "ndim", None) == 0:
+        value = value.item()  # a numpy scalar
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _plain(value: Any) -> Any:

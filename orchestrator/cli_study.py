@@ -15,7 +15,7 @@ from trainer.config import ConfigError
 
 from .cli_evaluate import evaluate_cmd
 from .console import study_view
-from .cli_options import PEAK_TFLOPS, POINTS_OPTION, UTILIZATION, FitPoints, gpu_hours, print_json
+from .cli_options import PEAK_TFLOPS, POINTS_OPTION, UTILIZATION, FitPoints, gpu_hours, json_text, print_json
 from .common import DASHBOARD_OPTION, DB_OPTION, RUNTIME, STORAGE_OPTION, TRACK_OPTION, clean_errors, err, existing_store, open_store, out
 from .outputs import atomic_dir, check_dir_target, moved
 from .store_names import FINISHED, STALE_SECONDS
@@ -263,8 +263,8 @@ def status_cmd(
     _mark_stale(df)
     cols = ["run_id", "label", "role", "status", "step", "total_steps", "attempts", "train_flops", "error"]
     if json_out:
-        out.print_json(json.dumps({"study": name, "status": study.status, "job": job.as_dict() if job else None,
-                                   "runs": json.loads(df[cols + ["error_file"]].to_json(orient="records"))}))
+        print_json({"study": name, "status": study.status, "job": job.as_dict() if job else None,
+                    "runs": json.loads(df[cols + ["error_file"]].to_json(orient="records"))})
         return
     if job is not None:
         out.print(f"job {job.job_id} at {job.address}: {job.state}", highlight=False, soft_wrap=True)
@@ -328,7 +328,7 @@ def _report(store: Store, name: str, out_dir: Optional[Path], points: str = FitP
         with atomic_dir(out_dir) as tmp:  # all or nothing: a failure leaves out_dir as it was
             written = regenerate(study_frame(store, name), spec, tmp, report.references(), points,
                                  frozenset(c.run_id for c in bad))
-            (tmp / "report.json").write_text(json.dumps(payload, indent=2, default=float))
+            (tmp / "report.json").write_text(json_text(payload, indent=2) + "\n")
             report.runs.to_csv(tmp / "runs.csv", index=False)
             written = moved(written + [tmp / "report.json", tmp / "runs.csv"], tmp, out_dir)
     return report, payload, written
@@ -456,7 +456,7 @@ def verify_cmd(name: str = typer.Argument(..., help="Study name."), db: Optional
         checks = verify_study(store, name)
     bad = damaged(checks)
     if json_out:
-        out.print_json(json.dumps([c.__dict__ for c in checks]))
+        print_json([c.__dict__ for c in checks])
     else:
         for c in bad:
             err.print(f"damaged: run {c.label} ({c.run_id}): {c.problem}", highlight=False, soft_wrap=True)
@@ -505,7 +505,7 @@ def list_cmd(db: Optional[str] = DB_OPTION, json_out: bool = typer.Option(False,
         store = open_store(db, create=False, readonly=True)
         rows = study_rows(store)
     if json_out:
-        out.print_json(json.dumps(rows))
+        print_json(rows)
         return
     table = Table(title=f"studies in {redact(store.url)}")
     for c in ("name", "kind", "status", "runs", "created_at"):

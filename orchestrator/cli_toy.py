@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from rich.table import Table
 
 from trainer.config import ConfigError, SwissRollData, error_message
 
+from .cli_options import print_json
 from .common import clean_errors, err, out
 
 if TYPE_CHECKING:  # torch, pandas, matplotlib and the trainer's torch modules load inside the functions
@@ -145,7 +145,7 @@ def flow_matching_cmd(
         payload = {"config": base.model_dump(exclude={"p"}), "eval_samples": eval_samples, "p": ps, "steps": steps,
                    "results": dist.to_dict(orient="records"), "train_seconds": {f"{p:g}": s for p, s in seconds.items()},
                    "wall_seconds": time.perf_counter() - started, "files": [str(f) for f in files]}
-        out.print_json(json.dumps(payload))
+        print_json(payload)
         return
     out.print(_table(dist, ps, steps))
     out.print(f"wrote {', '.join(str(f) for f in files)} in {time.perf_counter() - started:.1f} s", highlight=False)

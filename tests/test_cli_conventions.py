@@ -172,3 +172,18 @@ def test_figure_labels_and_paper_overlays_follow_the_study_metric():
     table7 = _paper_model_sizes("fd_inception")
     assert len(table7) == 8 and {"gflops", "mparams", "fd", "nfe"} <= set(table7.columns)
     assert _paper_model_sizes("fd_dinov2") is None
+
+
+def test_json_output_is_strict_with_non_finite_numbers_as_null():
+    import numpy as np
+
+    from orchestrator.cli_options import json_text
+
+    payload = {"ci": (1.5, float("inf")), "p": np.float64("nan"), "n": np.int64(3), "x": [np.float32(-np.inf), 2.0]}
+
+    def reject(constant: str):
+        raise AssertionError(f"{constant} in JSON output")
+
+    for indent in (None, 2):
+        assert json.loads(json_text(payload, indent), parse_constant=reject) == {
+            "ci": [1.5, None], "p": None, "n": 3, "x": [None, 2.0]}

@@ -34,10 +34,17 @@ def store_with_tuned(tmp_path_factory):
     return f"sqlite:///{path}", store, spec
 
 
+def strict_json(text: str):
+    """JSON as RFC 8259 has it: `Infinity` and `NaN` are Python's extensions, which jq and others reject."""
+    def reject(constant: str):
+        raise AssertionError(f"{constant} in JSON output")
+    return json.loads(text, parse_constant=reject)
+
+
 def fit(db: str, *args: str) -> dict:
     res = runner.invoke(app, ["analyze", "fit", "--study", STUDY, "--db", db, "--json", *args])
     assert res.exit_code == 0, res.output
-    return json.loads(res.stdout)
+    return strict_json(res.stdout)
 
 
 def test_fits_select_tuned_or_default_evaluations_and_name_the_sampler(store_with_tuned):
@@ -124,3 +131,12 @@ def test_figures_label_their_cost_axis_and_tables_put_tuned_beside_default(store
     runs = store.runs_frame(STUDY).drop_duplicates("run_id")
     assert totals["total_flops"] == pytest.approx(runs["train_flops"].sum())
     assert totals["tuning_flops"] == pytest.approx(runs[runs["role"] != "pretrain"]["train_flops"].sum())
+
+
+def test_an_unbounded_interval_end_is_null_in_json(store_with_tuned):
+    db, _, _ = store_with_tuned
+    # Against total compute (pretraining included) the budgets span a narrow range and the saturating law's K is
+    # not identified: its interval is unbounded above (inf in Python), which strict JSON writes as null.
+    out = fit(db, "--form", "saturating", "--x", "total")
+    assert out["fit"]["converged"] is False and "SE(K)" in out["fit"]["reason"]
+    assert out["fit"]["K_ci"][1] is None and out["fit"]["K_ci"][0] >= 0
