@@ -22,7 +22,7 @@ fi
 # The project and its extras: pip takes about 17 s to find them all satisfied, so a stamp of pyproject.toml
 # and the interpreter skips it until either changes (delete .venv/.ect-setup to force it).
 STAMP=.venv/.ect-setup
-WANT="$(sha256sum pyproject.toml | cut -d' ' -f1) $(.venv/bin/python -c 'import sys; print(sys.version.split()[0])')"
+WANT="$(.venv/bin/python -c 'import hashlib, sys; print(hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest(), sys.version.split()[0])')"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || [ ! -x .venv/bin/ect ]; then
   $PIP install --quiet -e ".[dev]"
   echo "$WANT" > "$STAMP"

@@ -4,6 +4,7 @@ atomic run claims, idempotent metric / evaluation writes under racing writers, o
 
 import sqlite3
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -177,6 +178,49 @@ def test_two_drivers_opening_a_new_store_at_once(store_url):
         t.join()
     assert not errors
     Store(store_url, create=False, readonly=True)
+
+
+def test_the_switch_to_wal_waits_for_a_driver_holding_the_write_lock(tmp_path, monkeypatch):
+    """SQLite refuses a switch to WAL at once, without its busy timeout, while another connection holds the write
+    lock, as a second driver opening the same new store does for a moment. Seen under load: the creating driver
+    failed with 'database is locked'. The switch waits for the lock instead, and the store ends up in WAL."""
+    import orchestrator.store as store_module
+
+    class Clock:  # orchestrator.store's `time`, noting when the switch first waits
+        monotonic = staticmethod(time.monotonic)
+        waited = threading.Event()
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            Clock.waited.set()
+            time.sleep(seconds)
+
+    monkeypatch.setattr(store_module, "time", Clock)
+    path = tmp_path / "ect.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")  # a database in rollback-journal mode, as a new store is before the switch
+    holder.execute("BEGIN IMMEDIATE")
+    engine = create_engine(f"sqlite:///{path}")
+    errors: list[BaseException] = []
+
+    def switch() -> None:
+        try:
+            Store._wal(engine)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    worker = threading.Thread(target=switch)
+    worker.start()
+    deadline = time.monotonic() + 120
+    while not (Clock.waited.is_set() or errors) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert Clock.waited.is_set() and not errors, errors  # it met the lock and waits rather than failing
+    holder.execute("ROLLBACK")
+    worker.join(120)
+    holder.close()
+    engine.dispose()
+    assert not worker.is_alive() and not errors, errors
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 # --------------------------------------------------------------------------- values, plan, spec limits

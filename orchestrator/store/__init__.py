@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 MIGRATE_LOCK, REGISTER_LOCK = 0xEC7_0001, 0xEC7_0002  # PostgreSQL advisory lock keys
+BUSY_TIMEOUT_S = 30  # how long an SQLite connection waits for another's lock
 MIN_PREFIX = 4  # a run id prefix shorter than this names a run only by listing it among its matches
 MAX_LISTED = 10  # runs an ambiguous prefix lists
 
@@ -120,7 +123,7 @@ def _make_engine(url: str, create: bool, foreign_keys: bool = True) -> Engine:
         raise StoreError(f"{redact(url)}: not a database URL (--db; expected e.g. sqlite:///ect.db)") from None
     kwargs: dict[str, Any] = {}
     if backend == "sqlite":
-        kwargs["connect_args"] = {"timeout": 30}
+        kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
         if parsed.username or parsed.password or parsed.host:
             raise StoreError(f"{redact(url)}: an SQLite URL has no user, password or host (sqlite:///PATH)")
         if parsed.database and parsed.database != ":memory:":
@@ -153,7 +156,7 @@ def _sqlite_transactions(engine: Engine, foreign_keys: bool) -> None:
     def _connect(conn: Any, _record: Any) -> None:
         conn.isolation_level = None  # the driver leaves BEGIN to us
         cur = conn.cursor()
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
         cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cur.close()
 
@@ -226,20 +229,32 @@ class Store:
                 self._wal(engine)
         except migrate.SchemaError as e:
             raise StoreError(f"{redact(self.url)}: {e}") from None
-        except SQLAlchemyError as e:
+        except (SQLAlchemyError, sqlite3.Error) as e:
             raise self._fail(e, "cannot migrate the store") from None
         finally:
             engine.dispose()
 
     @staticmethod
     def _wal(engine: Engine) -> None:
-        """SQLite stores use write-ahead logging (a persistent property of the file, set once at creation)."""
-        if engine.dialect.name == "sqlite":
-            raw = engine.raw_connection()
-            try:
-                raw.driver_connection.execute("PRAGMA journal_mode=WAL")
-            finally:
-                raw.close()
+        """SQLite stores use write-ahead logging (a persistent property of the file, set once at creation).
+        SQLite refuses the switch at once, without waiting its busy timeout, while another connection holds the
+        write lock: a second driver opening the new store at the same moment reads its revision under that lock.
+        So the switch is tried again until the lock is free, for as long as the busy timeout."""
+        if engine.dialect.name != "sqlite":
+            return
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        raw = engine.raw_connection()
+        try:
+            while True:
+                try:
+                    raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+                    return
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.05)
+        finally:
+            raw.close()
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:
