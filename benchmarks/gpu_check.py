@@ -38,7 +38,7 @@ if (REPO / ".gpu_wheels").is_dir():
 
 import torch  # noqa: E402
 
-from machine import describe, summary_fields
+from machine import describe, summary_fields  # noqa: E402
 from trainer.config import TrainConfig, load_config  # noqa: E402
 from trainer.data import Dataset  # noqa: E402
 from trainer.loop import RunState  # noqa: E402
