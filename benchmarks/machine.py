@@ -1,7 +1,9 @@
 """The machine a benchmark ran on, told the same way by every benchmark: the CPU model, whether it has
 AVX-512 (without it our convolutions run 2-3x slower), the cores, and torch's kernels where the
 benchmark uses torch. Benchmarks print `describe()` first and start their summary line with `summary_fields()`,
-so figures from different sessions can be compared like with like.
+so figures from different sessions can be compared like with like. Run alone, it names this machine:
+
+    python benchmarks/machine.py
 """
 
 from __future__ import annotations
@@ -56,3 +58,15 @@ def summary_fields() -> str:
         if kernels[1]:
             pairs["onednn_isa"] = kernels[1]
     return " ".join(f"{k}={re.sub(r'[^A-Za-z0-9._+-]+', '_', v).strip('_')}" for k, v in pairs.items())
+
+
+def main() -> None:
+    """This machine as every benchmark names it, torch's kernels included, and its summary line."""
+    import torch  # noqa: F401  (imported, so the line names torch's kernels)
+
+    print(describe())
+    print(f"summary: {summary_fields()} python={platform.python_version()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,6 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if p.name != "machine.py")
 
 
-
 def _load(name: str):
     """A module of benchmarks/ by path: putting benchmarks/ on sys.path would let its analysis.py shadow the package."""
     spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", REPO / "benchmarks" / f"{name}.py")
@@ -77,6 +76,18 @@ def test_a_benchmark_run_starts_with_the_machine_and_ends_with_its_summary():
     assert lines[0].startswith("machine: ") and model in lines[0]
     summary = dict(kv.split("=") for kv in lines[-1].removeprefix("summary: ").split())
     assert summary["avx512"] == ("yes" if avx512 else "no") and float(summary["makespan_saved_pct"]) > 0
+
+
+def test_machine_run_alone_names_this_machine_and_ends_with_its_summary():
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "machine.py")],
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    model, avx512 = machine.cpu()
+    assert len(lines) == 2 and lines[0].startswith("machine: ") and model in lines[0] and " kernels " in lines[0]
+    summary = dict(kv.split("=") for kv in lines[1].removeprefix("summary: ").split())
+    assert lines[1].startswith("summary: ") and summary["avx512"] == ("yes" if avx512 else "no")
+    assert summary["kernels"] and summary["python"] == ".".join(map(str, sys.version_info[:3]))
 
 
 def test_busy_cpu_seconds_counts_work_not_idle_or_steal():
